@@ -175,12 +175,42 @@ def _refuse_unreadable(path: Path) -> None:
 
 
 def _open_nifti(path: Path):  # -> nibabel.Nifti1Image | Nifti2Image
+    """Open a NIfTI-1/2 file. A ``.nii.gz`` is decompressed in full first, so gzip's CRC
+    check runs: nibabel alone reads only the bytes it needs and would hand back a file
+    damaged mid-stream as silently wrong voxels."""
     import nibabel as nib
 
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as stream:
+                raw = stream.read()
+        except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
+            raise CalfInputError(
+                path,
+                f"is damaged: it could not be decompressed ({type(exc).__name__}: {exc}); "
+                "a truncated download or copy is the usual cause.",
+                "copy or download the file again.",
+            ) from exc
+        # The header's first field, sizeof_hdr (either byte order), tells NIfTI-1 from -2.
+        sizes = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
+        klass = nib.Nifti1Image if 348 in sizes else nib.Nifti2Image if 540 in sizes else None
+        if klass is not None:
+            try:
+                return klass.from_bytes(raw)
+            except Exception as exc:  # nibabel's header errors have no common base class
+                raise CalfInputError(
+                    path,
+                    f"has a damaged NIfTI header ({type(exc).__name__}: {exc}).",
+                    "copy the file again, or re-export it from the program that made it.",
+                ) from exc
+        raise CalfInputError(
+            path,
+            "could not be read as NIfTI: it is gzip-compressed but holds no NIfTI-1/2 header.",
+            "check that it is a NIfTI file (not e.g. a compressed DICOM or MHA).",
+        )
     try:
         img = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, zlib.error, EOFError, OSError,
-            ValueError) as exc:
+    except (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError) as exc:
         raise CalfInputError(
             path,
             f"could not be read as NIfTI ({type(exc).__name__}: {exc}).",
