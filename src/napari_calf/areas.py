@@ -313,7 +313,7 @@ def iter_dataset_areas(
         if path is not None:
             from .io import load_volume  # io is only needed for cases on disk
 
-            volume = load_volume(labels)
+            volume = load_volume(labels, label=True)
             labels, spacing = volume.data, tuple(volume.spacing)
         try:
             mask = binary_target(labels, target, conv)

@@ -175,12 +175,14 @@ def imbalance_stats(areas: Any, n_empty: int = 0) -> ImbalanceStats:
             f"all N = {n} foreground areas are equal (σ = 0), so skewness and kurtosis "
             "are undefined",
         )
-    with warnings.catch_warnings():
-        # scipy warns (and returns NaN) when the spread is lost to rounding; handled below.
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        # scipy warns when nearly equal areas make the moments unreliable (catastrophic
+        # cancellation); that is the σ ≈ 0 case, reported as undefined below.
+        warnings.simplefilter("always", RuntimeWarning)
         skewness = float(sps.skew(nonzero, bias=True))
         kurtosis = float(sps.kurtosis(nonzero, fisher=True, bias=True))
-    if not (math.isfinite(skewness) and math.isfinite(kurtosis)):
+    lost = any(issubclass(w.category, RuntimeWarning) for w in caught)
+    if lost or not (math.isfinite(skewness) and math.isfinite(kurtosis)):
         return ImbalanceStats(
             n, n_empty, mean, median, None, None,
             f"the N = {n} foreground areas are equal to within rounding (σ ≈ 0), so "
