@@ -242,7 +242,8 @@ def _read_array(img, path: Path, dtype: type | None) -> np.ndarray:
         ) from exc
 
 
-def _label_dtype(lo: float, hi: float) -> np.dtype:
+def label_dtype_for(lo: float, hi: float) -> np.dtype:
+    """Smallest of uint8, int16, int32 (else int64) that holds integers in [lo, hi]."""
     for candidate in (np.uint8, np.int16, np.int32):
         info = np.iinfo(candidate)
         if info.min <= lo and hi <= info.max:
@@ -257,7 +258,7 @@ def _as_label_array(array: np.ndarray, path: Path | None) -> np.ndarray:
     if np.issubdtype(array.dtype, np.integer):
         if array.dtype.itemsize <= 4:
             return array
-        return array.astype(_label_dtype(array.min(), array.max())) if array.size else array
+        return array.astype(label_dtype_for(array.min(), array.max())) if array.size else array
     rounded = np.rint(array)
     bad = int(np.count_nonzero(rounded != array))
     if bad:
@@ -267,7 +268,7 @@ def _as_label_array(array: np.ndarray, path: Path | None) -> np.ndarray:
             f"(e.g. {array[rounded != array].flat[0]!r}).",
             "give the segmentation file (integer labels), not an image or a probability map.",
         )
-    return rounded.astype(_label_dtype(rounded.min(), rounded.max())) if rounded.size else rounded
+    return rounded.astype(label_dtype_for(rounded.min(), rounded.max())) if rounded.size else rounded
 
 
 def load_volume(
@@ -374,7 +375,7 @@ def _storable(array: np.ndarray, path: Path, dtype: np.dtype | type | str | None
         return array.astype(np.uint8)
     if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
         # NIfTI readers widely lack int64; nibabel refuses it without an explicit dtype.
-        return array.astype(_label_dtype(array.min(), array.max())) if array.size else array
+        return array.astype(label_dtype_for(array.min(), array.max())) if array.size else array
     if array.dtype == np.float16:
         return array.astype(np.float32)
     if array.dtype.kind not in "iuf":
@@ -537,6 +538,7 @@ __all__ = [
     "affine_spacing",
     "discover_cases",
     "is_nifti_path",
+    "label_dtype_for",
     "load_case",
     "load_volume",
     "nifti_stem",
