@@ -178,7 +178,8 @@ def _count_per_slice(mask: np.ndarray, axis: int) -> np.ndarray:
     return counts.astype(np.int64, copy=False)
 
 
-@dataclass(frozen=True)
+# eq=False: == on numpy fields would be ambiguous; compare the arrays instead.
+@dataclass(frozen=True, eq=False)
 class DatasetAreas:
     """Foreground area of every slice of every case of a dataset.
 

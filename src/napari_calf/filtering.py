@@ -20,7 +20,8 @@ from .errors import CalfConfigError
 ACTIONS: tuple[str, ...] = ("dropped", "flagged")
 
 
-@dataclass(frozen=True)
+# eq=False: == on numpy fields would be ambiguous; compare the arrays instead.
+@dataclass(frozen=True, eq=False)
 class FilterResult:
     """Which slices of a :class:`~napari_calf.stats.DatasetAreas` to train on, and why.
 
