@@ -365,7 +365,7 @@ def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str,
         yield Progress("case", index + 1, n_cases, case.case_id)
     summary = slice_area_summary(np.concatenate(areas))
     _write_metadata(out_dir, n_cases, seed, skew, summary, per_case, overwrite)
-    log.info("wrote %d phantom cases to %s (per-slice area S=%s, K=%s)", n_cases, out_dir,
+    log.debug("wrote %d phantom cases to %s (per-slice area S=%s, K=%s)", n_cases, out_dir,
              summary["skewness"], summary["kurtosis"])
     return cases
 

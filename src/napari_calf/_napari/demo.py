@@ -1,0 +1,207 @@
+"""``make demo``: napari with the phantom case and the plugin's widgets, in one command.
+
+Run as ``python -m napari_calf._napari.demo [--screenshot PATH] [--no-widgets]``.
+
+- With a display it opens napari on the brain-tumour phantom (four modalities and the
+  tumour labels, axial, on a slice through the tumour core) with every dock widget the
+  plugin's manifest declares, tabbed on the right, and waits for the user.
+- Headless (under ``xvfb-run``, with ``NAPARI_CALF_DEMO_HEADLESS=1``, or with
+  ``--screenshot``) it draws the same window, saves a screenshot of it
+  (``demo_screenshot.png`` by default), prints the path and exits.
+- Without any display (Linux with neither ``$DISPLAY`` nor ``$WAYLAND_DISPLAY``) it says
+  how to run headless and exits with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PLUGIN = "napari-calf"
+SAMPLE_KEY = "brain_tumour_phantom"
+DEFAULT_SCREENSHOT = "demo_screenshot.png"
+HEADLESS_ENV = "NAPARI_CALF_DEMO_HEADLESS"
+#: How long the headless run lets Qt draw before the screenshot (seconds).
+SETTLE_S = 1.5
+
+NO_DISPLAY_MESSAGE = (
+    "No display found: neither $DISPLAY nor $WAYLAND_DISPLAY is set, so napari cannot open "
+    "a window here.\n"
+    "Run `xvfb-run -a make demo` to run headless and save a screenshot "
+    f"({DEFAULT_SCREENSHOT}), or run `make demo` on a desktop session."
+)
+
+
+def has_display() -> bool:
+    """Whether a window can be opened: always on macOS/Windows; on Linux, X11 or Wayland."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def running_headless() -> bool:
+    """True under ``xvfb-run`` (its XAUTHORITY lives in a ``xvfb-run.*`` folder) or when asked."""
+    if os.environ.get(HEADLESS_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return "xvfb-run" in os.environ.get("XAUTHORITY", "")
+
+
+def _make_torch_safe() -> None:
+    """Load order that keeps torch from crashing next to Mesa's OpenGL (see ``_gl_safety``)."""
+    try:
+        from ._gl_safety import ensure_torch_safe_with_gl
+    except ImportError:  # the guard module is optional: fall back to the known-safe order
+        try:
+            import torch._dynamo  # noqa: F401
+        except Exception:  # pragma: no cover - torch broken: the demo still shows images
+            pass
+        return
+    ensure_torch_safe_with_gl(preload=True)
+
+
+def show_tumour_slice(viewer: Any, labels_name: str) -> int | None:
+    """Move the axial slider to the slice with most tumour core (else most tumour).
+
+    Returns the slice index shown, or None when the layer has no tumour.
+    """
+    import numpy as np
+
+    layer = viewer.layers[labels_name]
+    data = np.asarray(layer.data)
+    core = np.count_nonzero(np.isin(data, (1, 3, 4)), axis=(1, 2))
+    whole = np.count_nonzero(data, axis=(1, 2))
+    areas = core if core.any() else whole
+    if not areas.any():
+        return None
+    index = int(np.argmax(areas))
+    world = float(layer.translate[0] + layer.scale[0] * index)
+    viewer.dims.set_point(0, world)
+    return index
+
+
+def dock_plugin_widgets(viewer: Any) -> list[Any]:
+    """Dock every widget the manifest declares, tabbed; returns the dock widgets.
+
+    Widgets are found through npe2, so ones added to ``napari.yaml`` later appear here
+    without touching the demo. A widget that fails to load is reported and skipped.
+    """
+    from npe2 import PluginManager
+
+    try:
+        manifest = PluginManager.instance().get_manifest(PLUGIN)
+    except KeyError:
+        print(f"napari-calf demo: the {PLUGIN} plugin is not registered with napari; "
+              "no widgets docked (is the package installed? `pip install -e .`)", file=sys.stderr)
+        return []
+    docked: list[Any] = []
+    for contribution in manifest.contributions.widgets or []:
+        name = contribution.display_name
+        try:
+            dock, _ = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=bool(docked))
+        except Exception as exc:  # a broken widget must not take the demo down
+            print(f"napari-calf demo: could not open the widget {name!r} "
+                  f"({type(exc).__name__}: {exc}); skipped.", file=sys.stderr)
+            continue
+        docked.append(dock)
+    _raise_first(docked)
+    return docked
+
+
+def _raise_first(docks: list[Any]) -> None:
+    """Put the first declared widget (the analysis: where a user starts) on top of the tabs."""
+    if docks:
+        docks[0].raise_()
+
+
+def _settle(seconds: float) -> None:
+    """Let Qt process events (layout, first draw of the canvas) for ``seconds``."""
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def build_viewer(*, widgets: bool = True) -> Any:
+    """A napari viewer with the phantom sample loaded (and the widgets docked)."""
+    _make_torch_safe()
+    import napari
+
+    from .sample_data import LABELS_NAME
+
+    viewer = napari.Viewer(title="napari-calf demo: brain-tumour phantom")
+    viewer.window.resize(1560, 960)
+    # Through npe2, exactly as File > Open Sample does: proves the manifest entry works.
+    viewer.open_sample(PLUGIN, SAMPLE_KEY)
+    viewer.dims.ndisplay = 2
+    viewer.reset_view()
+    show_tumour_slice(viewer, LABELS_NAME)
+    docks = dock_plugin_widgets(viewer) if widgets else []
+    # Tabs settle only once the window is shown: raise the first again then.
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, lambda: _raise_first(docks))
+    return viewer
+
+
+def save_screenshot(viewer: Any, path: Path) -> Path:
+    """Screenshot of the whole window (widgets included) to ``path``, written atomically."""
+    import tempfile
+
+    from napari.utils.io import imsave
+
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png",
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        imsave(tmp, image)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_calf._napari.demo",
+        description="Open napari with the napari-calf phantom case and widgets.",
+    )
+    parser.add_argument("--screenshot", metavar="PATH", type=Path,
+                        help="save a screenshot of the window to PATH and exit (headless use)")
+    parser.add_argument("--no-widgets", action="store_true",
+                        help="do not dock the plugin's widgets")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not has_display():
+        print(NO_DISPLAY_MESSAGE, file=sys.stderr)
+        return 1
+    headless = args.screenshot is not None or running_headless()
+    viewer = build_viewer(widgets=not args.no_widgets)
+    if not headless:
+        import napari
+
+        napari.run()
+        return 0
+    shot = (args.screenshot or Path(DEFAULT_SCREENSHOT)).expanduser().resolve()
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    viewer.window.show()
+    _settle(SETTLE_S)
+    save_screenshot(viewer, shot)
+    print(f"napari-calf demo: screenshot saved to {shot}")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
