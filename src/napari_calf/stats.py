@@ -9,7 +9,7 @@ This is the public face of the statistics side of CALF (CALF_METHOD §2, §3, §
   median, S and K, computed by scipy exactly as the paper defines them;
 - :class:`Rule`, :data:`DEFAULT_RULES`, :class:`Selection`,
   :func:`select_transform` and the JSON helpers — the rule table
-  (implemented in :mod:`napari_calf.rules`);
+  (implemented in :mod:`napari_calf.rules` and :mod:`napari_calf.rules_io`);
 - :class:`FilterResult`, :func:`filter_slices` — dataset filtering
   (implemented in :mod:`napari_calf.filtering`).
 
@@ -26,18 +26,13 @@ from typing import Any
 import numpy as np
 
 from .errors import CalfInputError
-from .rules import (
-    DEFAULT_RULES,
-    RULE_SOURCES,
-    RULE_TRANSFORMS,
-    Rule,
-    Selection,
+from .rules import DEFAULT_RULES, RULE_SOURCES, RULE_TRANSFORMS, Rule, Selection, select_transform
+from .rules_io import (
     format_rules,
     load_rules,
     rules_from_json,
     rules_to_json,
     save_rules,
-    select_transform,
     validate_rules,
 )
 
