@@ -219,3 +219,24 @@ def test_writer_uses_scale_and_translate_for_layers_without_a_source(make_napari
     np.testing.assert_array_equal(reopened.data, data)
     np.testing.assert_allclose(reopened.scale, layer.scale)
     np.testing.assert_allclose(reopened.translate, layer.translate)
+
+
+def test_nnunet_case_layers_carry_channel_names_and_show_flair(tmp_path):
+    import json
+
+    for ch in range(4):
+        data = np.full(SHAPE, float(ch), np.float32)
+        path = tmp_path / "imagesTr" / f"BRATS_001_{ch:04d}.nii.gz"
+        path.parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    (tmp_path / "labelsTr").mkdir()
+    nib.save(nib.Nifti1Image(_labels(), np.eye(4)), str(tmp_path / "labelsTr" / "BRATS_001.nii.gz"))
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+         "labels": {"background": 0, "edema": 1, "non-enhancing": 2, "enhancing": 3}}))
+    layers = get_reader(str(tmp_path))(str(tmp_path))
+    names = [attrs["name"] for _, attrs, _ in layers]
+    assert names == ["BRATS_001 FLAIR (0000)", "BRATS_001 T1w (0001)", "BRATS_001 t1gd (0002)",
+                     "BRATS_001 T2w (0003)", "BRATS_001 seg"]
+    assert [attrs.get("visible", True) for _, attrs, _ in layers] == [True, False, False, False, True]
+    assert layers[-1][1]["metadata"][METADATA_KEY]["label_convention"] == "brats2023"

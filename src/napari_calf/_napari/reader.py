@@ -300,6 +300,12 @@ def _first_visible(case: Any, modalities: list[str]) -> str | None:
     return modalities[0] if modalities else None
 
 
+def _modality_label(case: Any, modality: str) -> str:
+    """``"FLAIR (0003)"`` for a named nnU-Net channel, else the modality as in the file name."""
+    name = case.display_name(modality)
+    return modality if name == modality else f"{name} ({modality})"
+
+
 def read_case(case: Any) -> list[LayerData]:
     """A :class:`~napari_calf.discovery.Case` -> image layers (one per modality) + labels."""
     from ..io import load_case
@@ -309,7 +315,7 @@ def read_case(case: Any) -> list[LayerData]:
     common = {"case_id": case.case_id, "layout": case.layout,
               "label_convention": case.label_convention}
     layers = [
-        _image_layer(volume, f"{case.case_id} {case.display_name(modality)}",
+        _image_layer(volume, f"{case.case_id} {_modality_label(case, modality)}",
                      visible=modality == visible,
                      extra={**common, "modality": modality})
         for modality, volume in loaded.images.items()
