@@ -189,6 +189,9 @@ class ThemedPlot(QWidget):
         bars = self.axes.bar(edges[:-1], counts, width=np.diff(edges), align="edge",
                              color=colours, edgecolor=self.colours["panel"], linewidth=0.5)
         self._patches = list(bars.patches)
+        from matplotlib.ticker import MaxNLocator
+
+        self.axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts are whole slices
         if log_x:
             self.axes.set_xscale("log")
         self.axes.set_xlim(edges[0], edges[-1])

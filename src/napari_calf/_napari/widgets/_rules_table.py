@@ -1,7 +1,7 @@
 """The CALF selection rule table as an editable Qt table (CALF_METHOD §3).
 
-Rows are :class:`napari_calf.stats.Rule` objects; columns are the eight optional
-bounds (S, |S|, K, |K|, each from below and above), the transform and the source.
+Rows are :class:`napari_calf.stats.Rule` objects; columns are the transform, the
+eight optional bounds (S, |S|, K, |K|, each from below and above) and the source.
 A bound cell holds a number with an optional comparison: ``≥ -1`` / ``> -1`` in a
 "from" column, ``≤ -0.5`` / ``< -0.5`` in an "up to" column; a bare number means
 the inclusive comparison; an empty cell means no bound. Every edit is turned
@@ -46,8 +46,10 @@ BOUND_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("abs_k_min", "abs_k_min_inclusive", "|K| from", "min"),
     ("abs_k_max", "abs_k_max_inclusive", "|K| up to", "max"),
 )
-TRANSFORM_COLUMN = len(BOUND_COLUMNS)
-SOURCE_COLUMN = TRANSFORM_COLUMN + 1
+#: The transform comes first so it stays in view when the bounds scroll sideways.
+TRANSFORM_COLUMN = 0
+BOUND_OFFSET = 1  # table column of BOUND_COLUMNS[0]
+SOURCE_COLUMN = BOUND_OFFSET + len(BOUND_COLUMNS)
 
 _BOUND_RE = re.compile(r"^\s*(>=|<=|≥|≤|>|<)?\s*([+\-\u2212]?\s*[0-9.eE+\-]+)\s*$")
 
@@ -113,7 +115,7 @@ class RulesTable(QWidget):
         self._matched: int | None = None
         self._filling = False
         self.table = QTableWidget(0, SOURCE_COLUMN + 1)
-        headers = [c[2] for c in BOUND_COLUMNS] + ["transform", "source"]
+        headers = ["transform"] + [c[2] for c in BOUND_COLUMNS] + ["source"]
         self.table.setHorizontalHeaderLabels(headers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -236,7 +238,7 @@ class RulesTable(QWidget):
         self._filling = True
         self.table.setRowCount(len(self._rules))
         for row, rule in enumerate(self._rules):
-            for column, (bound, flag, _header, kind) in enumerate(BOUND_COLUMNS):
+            for column, (bound, flag, _header, kind) in enumerate(BOUND_COLUMNS, start=BOUND_OFFSET):
                 item = QTableWidgetItem(format_bound(getattr(rule, bound), getattr(rule, flag), kind))
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 self.table.setItem(row, column, item)
@@ -253,7 +255,7 @@ class RulesTable(QWidget):
 
     def _row_rule(self, row: int) -> Rule:
         kwargs: dict[str, Any] = {}
-        for column, (bound, flag, header, kind) in enumerate(BOUND_COLUMNS):
+        for column, (bound, flag, header, kind) in enumerate(BOUND_COLUMNS, start=BOUND_OFFSET):
             value, inclusive = parse_bound(self.table.item(row, column).text(), kind, header)
             kwargs[bound], kwargs[flag] = value, inclusive
         transform = self.table.cellWidget(row, TRANSFORM_COLUMN).currentText()

@@ -248,6 +248,7 @@ class AnalysisWidget(QWidget):
         self.rules_table.highlight(sel.rule_index, theme_colours(self.viewer.theme)["accent"])
         summary = self.filter_result.summary()
         assert self.areas is not None  # noqa: S101 - set before selection
+        self.min_area_spin.setSuffix(f" {self._unit_text()}")
         self.empty_label.setText(f"Empty slices: {self.areas.n_empty} of {self.areas.n_slices} "
                                  f"({summary.get('kept_empty', 0)} kept)")
         self.filter_counts_label.setText(f"Kept: {summary['kept']}   Dropped: {summary['dropped']}   "

@@ -1,0 +1,268 @@
+"""The imbalance analysis dock widget, driven as a user would, checked against the core.
+
+References are computed independently of the widget: scipy's moments and the core
+functions (``dataset_areas``, ``imbalance_stats``, ``select_transform``,
+``filter_slices``) called directly on the same data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QPoint, Qt
+from scipy import stats as sps
+
+from napari_calf import phantom
+from napari_calf.errors import CalfFileExistsError
+from napari_calf.events import drain
+from napari_calf.io import discover_cases
+from napari_calf.stats import (
+    DEFAULT_RULES,
+    dataset_areas,
+    filter_slices,
+    imbalance_stats,
+    rules_from_json,
+    select_transform,
+)
+
+WIDGET = ("napari-calf", "Imbalance analysis (CALF)")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six right-skewed phantom cases on disk (BraTS-2021 layout)."""
+    out = tmp_path_factory.mktemp("analysis") / "phantom6"
+    drain(phantom.write_dataset(out, 6, seed=0, skew="right"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_areas(dataset: Path):
+    return dataset_areas(discover_cases(dataset))
+
+
+def _open(make_napari_viewer, *, show: bool = False):
+    viewer = make_napari_viewer(show=show)
+    _dock, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    return viewer, widget
+
+
+def _analyse(qtbot, widget, folder: Path) -> None:
+    widget.folder_edit.setText(str(folder))
+    widget.folder_radio.setChecked(True)
+    with qtbot.waitSignal(widget.updated, timeout=60_000):
+        qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+
+
+def test_widget_opens_from_the_manifest(make_napari_viewer) -> None:
+    from napari_calf._napari.widgets.analysis import AnalysisWidget
+
+    _viewer, widget = _open(make_napari_viewer)
+    assert isinstance(widget, AnalysisWidget)
+    assert widget.rules_table.rules == DEFAULT_RULES
+
+
+def test_shows_the_statistics_and_transform_the_core_computes(
+    make_napari_viewer, qtbot, dataset, reference_areas
+) -> None:
+    _viewer, widget = _open(make_napari_viewer)
+    _analyse(qtbot, widget, dataset)
+
+    sizes = reference_areas.nonzero()
+    reference = imbalance_stats(sizes)
+    chosen = select_transform(reference)
+    assert widget.stats.n == sizes.size == reference.n
+    assert widget.stats.skewness == pytest.approx(sps.skew(sizes, bias=True), rel=1e-9)
+    assert widget.stats.kurtosis == pytest.approx(sps.kurtosis(sizes, fisher=True, bias=True), rel=1e-9)
+    assert widget.selection.transform == chosen.transform
+    assert chosen.transform in widget.transform_label.text()
+    assert widget.reason_label.text() == chosen.reason
+    # S, K and N printed on the plot itself
+    texts = " ".join(t.get_text() for t in widget.histogram.axes.texts)
+    assert f"S = {reference.skewness:.2f}" in texts
+    assert f"K = {reference.kurtosis:.2f}" in texts
+    assert f"N = {reference.n}" in texts
+    assert f"Empty slices: {reference_areas.n_empty} of {reference_areas.n_slices}" in widget.empty_label.text()
+    # the matched row is marked in the table
+    assert widget.rules_table.table.verticalHeaderItem(chosen.rule_index).text().startswith("▶")
+
+
+def test_editing_the_rule_table_changes_the_shown_transform(make_napari_viewer, qtbot, dataset) -> None:
+    _viewer, widget = _open(make_napari_viewer)
+    _analyse(qtbot, widget, dataset)
+    s = widget.stats.skewness
+    before = widget.selection.transform
+    assert before != "fisher"
+
+    from napari_calf._napari.widgets._rules_table import BOUND_COLUMNS, BOUND_OFFSET
+
+    S_UP_TO = BOUND_OFFSET + [c[0] for c in BOUND_COLUMNS].index("s_max")  # noqa: N806
+    # Row 1 (fisher, S ≤ −1): move its upper bound above this dataset's S, so row 1 matches.
+    with qtbot.waitSignal(widget.updated):
+        widget.rules_table.set_cell(0, S_UP_TO, f"{s + 0.5:.2f}")
+    assert widget.selection.transform == "fisher"
+    assert widget.selection.rule_index == 0
+    assert "fisher" in widget.transform_label.text()
+    assert widget.selection.transform == select_transform(widget.stats, widget.rules_table.rules).transform
+
+    # An invalid edit: the core's message is shown, the last valid table stays.
+    valid = widget.rules_table.rules
+    widget.rules_table.set_cell(0, S_UP_TO, "lots")
+    assert widget.rules_table.rules == valid
+    assert widget.rules_table.error_label.isVisibleTo(widget.rules_table)
+    assert "not a number" in widget.rules_table.error_label.text()
+    assert widget.rules_table.table.item(0, S_UP_TO).text() == f"≤ {float(f'{s + 0.5:.2f}'):g}"
+
+    # Reset to defaults brings the original choice back.
+    with qtbot.waitSignal(widget.updated):
+        widget.rules_table.reset_to_defaults()
+    assert widget.selection.transform == before
+
+
+def test_clicking_a_bar_lists_its_slices_and_choosing_one_moves_the_viewer(
+    make_napari_viewer, qtbot, dataset, reference_areas
+) -> None:
+    viewer, widget = _open(make_napari_viewer, show=True)
+    _analyse(qtbot, widget, dataset)
+    edges = widget.histogram.edges
+    counts, _ = np.histogram(reference_areas.nonzero(), bins=edges)
+    bin_index = int(np.flatnonzero(counts)[len(np.flatnonzero(counts)) // 2])
+
+    x, y = widget.histogram.bin_centre_in_widget(bin_index)
+    qtbot.mouseClick(widget.histogram.canvas, Qt.MouseButton.LeftButton, pos=QPoint(x, y))
+    qtbot.waitUntil(lambda: widget.bin_list.count() == counts[bin_index], timeout=5_000)
+
+    lo, hi = edges[bin_index], edges[bin_index + 1]
+    a = reference_areas.areas
+    in_bin = (a > 0) & (a >= lo) & ((a < hi) | ((a == hi) & (bin_index == len(edges) - 2)))
+    expected = {(str(c), int(s)) for c, s in zip(reference_areas.case_ids[in_bin], reference_areas.slices[in_bin])}
+    listed = {widget.bin_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(widget.bin_list.count())}
+    assert listed == expected
+
+    item = widget.bin_list.item(0)
+    case_id, slice_index = item.data(Qt.ItemDataRole.UserRole)
+    rect = widget.bin_list.visualItemRect(item)
+    qtbot.mouseClick(widget.bin_list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: any(layer.name.startswith(case_id) for layer in viewer.layers), timeout=30_000)
+    # Axial slice k of the canonical volume is step k of the first slider (reader convention).
+    assert viewer.dims.current_step[0] == slice_index
+    seg = next(layer for layer in viewer.layers if layer.name == f"{case_id} seg")
+    assert np.count_nonzero(seg.data[slice_index]) == reference_areas.areas[
+        (reference_areas.case_ids == case_id) & (reference_areas.slices == slice_index)
+    ][0]
+
+
+def test_filter_counts_match_filter_slices(make_napari_viewer, qtbot, dataset, reference_areas) -> None:
+    _viewer, widget = _open(make_napari_viewer)
+    _analyse(qtbot, widget, dataset)
+    min_area = float(np.percentile(reference_areas.nonzero(), 20))
+    with qtbot.waitSignal(widget.updated):
+        widget.empty_fraction_spin.setValue(0.25)
+    with qtbot.waitSignal(widget.updated):
+        widget.min_area_spin.setValue(min_area)
+    with qtbot.waitSignal(widget.updated):
+        widget.outlier_spin.setValue(0.3)
+
+    expected = filter_slices(reference_areas, empty_fraction=0.25, min_area=round(min_area, 1), outlier_iqr=0.3)
+    summary = expected.summary()
+    assert widget.filter_counts_label.text() == (
+        f"Kept: {summary['kept']}   Dropped: {summary['dropped']}   Flagged: {summary['flagged']}"
+    )
+    assert summary["dropped_small"] > 0 and summary["flagged"] > 0  # the test exercises both
+    listed = widget.flagged_list.count()
+    assert listed == sum(1 for row in expected.report if row["area"] > 0)
+    # statistics follow the filter: S over the kept slices only
+    kept = expected.apply(reference_areas).nonzero()
+    assert widget.stats.skewness == pytest.approx(sps.skew(kept, bias=True), rel=1e-9)
+
+
+def test_exports_round_trip_and_never_overwrite_unasked(
+    make_napari_viewer, qtbot, dataset, reference_areas, tmp_path
+) -> None:
+    _viewer, widget = _open(make_napari_viewer)
+    _analyse(qtbot, widget, dataset)
+    stats_path = widget.export_statistics(tmp_path / "stats.json")
+    csv_path = widget.export_slices(tmp_path / "slices.csv")
+
+    payload = json.loads(stats_path.read_text())
+    assert payload["selection"]["transform"] == widget.selection.transform
+    assert payload["selection"]["stats"]["skewness"] == pytest.approx(widget.stats.skewness)
+    assert payload["empty_slices"] == reference_areas.n_empty
+    assert rules_from_json(json.dumps(payload["rules"])) == widget.rules_table.rules
+
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == reference_areas.n_slices
+    assert [float(r["area"]) for r in rows] == reference_areas.areas.tolist()
+    assert [(r["case_id"], int(r["slice"])) for r in rows] == list(
+        zip(reference_areas.case_ids.tolist(), reference_areas.slices.tolist())
+    )
+    assert sum(r["kept"] == "True" for r in rows) == int(widget.filter_result.keep.sum())
+
+    before = stats_path.read_text()
+    with pytest.raises(CalfFileExistsError):
+        widget.export_statistics(stats_path)
+    assert stats_path.read_text() == before
+    widget.export_slices(csv_path, overwrite=True)  # asked: replaced, still valid
+    assert csv_path.read_text().startswith("case_id,slice,area")
+
+
+def test_labels_layers_as_source_give_the_same_numbers(make_napari_viewer, qtbot) -> None:
+    """A Labels layer (shown as z, y, x) is measured like the canonical volume it came from."""
+    from napari_calf._napari.reader import canonical_to_layer
+
+    labels = phantom.make_labels(3, skew="right")
+    viewer, widget = _open(make_napari_viewer)
+    viewer.add_labels(canonical_to_layer(labels), name="case-a")
+    widget.layers_radio.setChecked(True)
+    with qtbot.waitSignal(widget.updated, timeout=30_000):
+        widget.run_analysis()
+    reference = dataset_areas([("case-a", labels, (1.0, 1.0, 1.0))])
+    assert widget.areas.areas.tolist() == reference.areas.tolist()
+    assert widget.stats.n == imbalance_stats(reference).n
+
+
+def test_errors_show_in_the_widget_and_never_crash(make_napari_viewer, qtbot, tmp_path) -> None:
+    _viewer, widget = _open(make_napari_viewer)
+    widget.layers_radio.setChecked(True)
+    widget.run_analysis()  # no Labels layer open
+    assert "No Labels layer" in widget.status_label.text()
+    assert "color" in widget.status_label.styleSheet()
+
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    widget.folder_edit.setText(str(empty))
+    widget.folder_radio.setChecked(True)
+    widget.run_analysis()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert str(empty) in widget.status_label.text()
+    assert widget.run_button.isEnabled()
+
+
+def test_screenshot_of_the_widget_with_data(make_napari_viewer, qtbot, dataset) -> None:
+    viewer, widget = _open(make_napari_viewer, show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    _analyse(qtbot, widget, dataset)
+    counts, _ = np.histogram(widget.kept_nonzero()[2], bins=widget.histogram.edges)
+    widget.select_bin(int(np.argmax(counts)))
+    item = widget.bin_list.item(0)
+    widget.go_to_slice(*item.data(Qt.ItemDataRole.UserRole))
+    qtbot.wait(300)
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    assert shot.shape[0] > 800 and shot.shape[1] > 1200
+    # the dock is not blank: the histogram region has many distinct colours
+    out = REPO / "test-artifacts" / "screenshots" / "analysis.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from skimage.io import imsave
+
+    imsave(out, shot, check_contrast=False)
+    Path("/tmp/shots").mkdir(exist_ok=True)
+    shutil.copy(out, "/tmp/shots/analysis.png")
+    assert out.stat().st_size > 20_000
