@@ -206,6 +206,14 @@ def test_exports_round_trip_and_never_overwrite_unasked(
     )
     assert sum(r["kept"] == "True" for r in rows) == int(widget.filter_result.keep.sum())
 
+    # the rule table round-trips through the core's JSON files
+    table = widget.rules_table
+    table.save_json(tmp_path / "rules.json")
+    table.set_cell(1, table.table.columnCount() - 1, "paper")  # source of row 2 edited
+    assert table.rules != DEFAULT_RULES
+    table.load_json(tmp_path / "rules.json")
+    assert table.rules == DEFAULT_RULES
+
     before = stats_path.read_text()
     with pytest.raises(CalfFileExistsError):
         widget.export_statistics(stats_path)
