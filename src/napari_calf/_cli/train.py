@@ -1,0 +1,244 @@
+"""``napari-calf train DATA --out RUN``: train a segmentation model with CALF (or a named loss)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._engine import (
+    add_filter_args,
+    add_json_arg,
+    add_target_args,
+    fmt,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+)
+
+LOSS_CHOICES = ("calf", "fisher", "logit", "arcsine", "log10", "ln", "bce-dice", "bce", "dice",
+                "focal", "tversky", "lovasz")  # = losses.LOSS_NAMES (not imported: fast --help)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a segmentation model (CALF loss by default)",
+        description=(
+            "Split DATA by case, measure the training split's tumour sizes, let CALF pick the "
+            "loss (or use --loss), and train a segmentation-models-pytorch network on axial "
+            "slices. Writes a run folder: model.safetensors (best), last.safetensors, run.json "
+            "(run card), history.csv and resume state. Ctrl-C stops cleanly; continue with "
+            "--resume RUN."
+        ),
+    )
+    p.add_argument("data", metavar="DATA", type=Path, nargs="?",
+                   help="dataset folder (not needed with --resume)")
+    p.add_argument("--out", type=Path, metavar="RUN", help="run folder to create")
+    p.add_argument("--resume", type=Path, metavar="RUN",
+                   help="continue a stopped run where it stopped (its own settings are used; "
+                        "--epochs, --device may change)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run files in an existing --out folder (and an existing --json)")
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", default="unet",
+                   help="smp architecture: unet, unetplusplus, fpn, deeplabv3, deeplabv3plus, "
+                        "linknet, pspnet, manet, pan … (default unet)")
+    m.add_argument("--encoder", default="resnet34", help="smp encoder name (default resnet34)")
+    m.add_argument("--encoder-depth", type=int, choices=(3, 4, 5), default=5,
+                   help="encoder stages; 3 is smaller and faster (default 5)")
+    m.add_argument("--encoder-weights", choices=("imagenet",), default=None,
+                   help="download ImageNet weights for the encoder (default: none, offline)")
+    m.add_argument("--init", type=Path, metavar="CKPT",
+                   help="fine-tune from a napari-calf run folder or model.safetensors")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--loss", choices=LOSS_CHOICES, default="calf",
+                   help="calf (selected from the data, default) or a fixed loss")
+    o.add_argument("--dice-weight", type=non_negative_float, default=1.0,
+                   help="λ in CE_T + λ·Dice (default 1; 0 = transformed CE only)")
+    o.add_argument("--dice-mode", choices=("batch", "sample"), default="batch",
+                   help="Dice pooled over the batch (default) or per sample")
+    o.add_argument("--epochs", type=positive_int, default=None,
+                   help="default 20 (with --resume: the run's own, or more to extend it)")
+    o.add_argument("--batch-size", type=positive_int, default=16, help="default 16")
+    o.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    o.add_argument("--weight-decay", type=non_negative_float, default=1e-4, help="default 1e-4")
+    o.add_argument("--patience", type=non_negative_int, default=10,
+                   help="stop after this many epochs without a better validation Dice; 0 = never "
+                        "(default 10)")
+    o.add_argument("--no-augment", action="store_true", help="no flips/rotations/intensity jitter")
+    o.add_argument("--seed", type=non_negative_int, default=0, help="default 0")
+    o.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    d = p.add_argument_group("data")
+    add_target_args(d)
+    d.add_argument("--val-fraction", type=open_fraction, default=0.2,
+                   help="share of cases held out for validation (at least one; default 0.2)")
+    d.add_argument("--max-slices-per-case", type=positive_int, default=None, metavar="N",
+                   help="train on at most N slices per case (sampled with the seed)")
+    d.add_argument("--unit", choices=("px", "mm2"), default="px", help="area unit for the statistics")
+    d.add_argument("--cache-dir", type=Path, default=None,
+                   help="where large slice stores are cached (default ~/.cache/napari-calf)")
+    d.add_argument("--store", choices=("auto", "memory", "disk"), default="auto",
+                   help="keep prepared slices in memory, on disk (memmap), or decide (default)")
+    add_filter_args(p)
+    add_json_arg(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """A :class:`~napari_calf.config.RunConfig` from the parsed arguments."""
+    from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from ..errors import CalfConfigError
+
+    if args.resume:
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise CalfConfigError("--resume continues in its own folder; leave out --out.")
+        from ..training import resume_config
+
+        device = args.device if args.device != "auto" else None
+        return resume_config(args.resume, epochs=args.epochs, device=device)
+    if args.data is None or args.out is None:
+        raise CalfConfigError(
+            "train needs DATA and --out RUN (or --resume RUN). "
+            "Fix: e.g. napari-calf train data/ --out runs/first"
+        )
+    data = DataConfig(
+        data_dir=str(args.data), target=args.target, unit=args.unit,
+        empty_fraction=args.empty_fraction, min_area=args.min_area,
+        outlier_iqr=args.outlier_iqr, drop_outliers=args.drop_outliers,
+        val_fraction=args.val_fraction, max_slices_per_case=args.max_slices_per_case,
+        cache_dir=None if args.cache_dir is None else str(args.cache_dir), store=args.store,
+        rules_path=None if args.rules is None else str(args.rules),
+    )
+    model = ModelConfig(arch=args.arch, encoder=args.encoder, encoder_weights=args.encoder_weights,
+                        encoder_depth=args.encoder_depth,
+                        init=None if args.init is None else str(args.init))
+    train = TrainConfig(
+        loss=args.loss, dice_weight=args.dice_weight, dice_mode=args.dice_mode,
+        epochs=args.epochs or 20, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, patience=args.patience or None, seed=args.seed,
+        device=args.device, augment=not args.no_augment,
+    )
+    return RunConfig(data=data, model=model, train=train, out_dir=str(args.out),
+                     overwrite=args.overwrite)
+
+
+def _epoch_line(ev: Any) -> str:
+    sizes = ", ".join(f"{k} {fmt(v)}" for k, v in ev.dice_by_size.items())
+    mark = " *best*" if ev.improved else ""
+    return (f"epoch {ev.epoch}/{ev.epochs}: train loss {ev.train_loss:.4f}, val loss "
+            f"{ev.val_loss:.4f}, Dice {ev.dice:.4f} ({sizes}), FP on tumour-free slices "
+            f"{fmt(ev.fp_rate_empty)}, {ev.transform}, {ev.seconds:.0f}s{mark}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..events import Progress
+    from ..training import iter_train
+    from ..training_events import EpochEnd, TrainNotice, TrainStarted, TrainStep
+    from ._engine import clean_json, write_json_output
+
+    config = build_config(args)
+    if args.json and args.json != "-" and Path(args.json).exists() and not args.overwrite:
+        from ..errors import CalfFileExistsError
+
+        raise CalfFileExistsError(args.json)  # before hours of training, not after
+    gen = iter_train(config)
+    bar = None
+    prep = None
+    started = None
+    quiet = args.no_progress
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if isinstance(ev, Progress):
+                if prep is None or prep.desc != ev.stage:
+                    if prep is not None:
+                        prep.close()
+                    prep = tqdm(total=ev.total, desc=ev.stage, unit="case", disable=quiet,
+                                leave=False)
+                prep.n = ev.current
+                prep.set_postfix_str(ev.message, refresh=True)
+            elif isinstance(ev, TrainStarted):
+                if prep is not None:
+                    prep.close()
+                started = ev
+                _print_start(ev)
+            elif isinstance(ev, TrainStep):
+                if bar is None:
+                    bar = tqdm(total=ev.batches, desc=f"epoch {ev.epoch}/{ev.epochs}",
+                               unit="batch", disable=quiet, leave=False)
+                bar.n = ev.batch
+                eta = "" if ev.eta_s is None else f", run ETA {ev.eta_s / 60:.1f} min"
+                bar.set_postfix_str(f"loss {ev.loss:.4f}, lr {ev.lr:.2e}, "
+                                    f"{ev.images_per_s:.1f} img/s{eta}", refresh=True)
+            elif isinstance(ev, EpochEnd):
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                tqdm.write(_epoch_line(ev))
+            elif isinstance(ev, TrainNotice):
+                tqdm.write(f"note: {ev.message}")
+    except KeyboardInterrupt:
+        for b in (bar, prep):
+            if b is not None:
+                b.close()
+        gen.close()  # saves last.safetensors + resume state at a consistent point
+        out = config.resume or config.out_dir
+        print(f"Stopped. Continue with: napari-calf train --resume {out}", file=sys.stderr)
+        return 130
+    finally:
+        for b in (bar, prep):
+            if b is not None:
+                b.close()
+    why = ("stopped early (no improvement for "
+           f"{config.train.patience} epochs)" if result.stopped_early else
+           "stopped" if result.stopped_by_user else "finished")
+    print(f"Training {why} in {result.seconds / 60:.1f} min: best validation Dice "
+          f"{fmt(result.best_dice, 4)} at epoch {result.best_epoch}. Run folder: {result.run_dir}")
+    summary = {
+        "run_dir": str(result.run_dir),
+        "best_dice": result.best_dice,
+        "best_epoch": result.best_epoch,
+        "epochs_done": result.epochs_done,
+        "steps_done": result.steps_done,
+        "stopped_early": result.stopped_early,
+        "stopped_by_user": result.stopped_by_user,
+        "seconds": result.seconds,
+        "history": list(result.history),
+        "device": None if started is None else started.device,
+        "loss": None if started is None else dict(started.loss),
+        "selection": None if started is None else started.selection,
+        "split": None if started is None else {"train": list(started.train_cases),
+                                               "val": list(started.val_cases)},
+    }
+    write_json_output(args.json, clean_json(summary), overwrite=args.overwrite)
+    return 0
+
+
+def _print_start(ev: Any) -> None:
+    sel = ev.selection or {}
+    loss = ev.loss or {}
+    f = ev.filtering or {}
+    print(f"Device: {ev.device} ({ev.device_reason})")
+    print(f"Split by case: {len(ev.train_cases)} training case(s) ({ev.train_slices} slices), "
+          f"{len(ev.val_cases)} validation case(s) ({ev.val_slices} slices)")
+    print(f"Filtering (training split): kept {f.get('kept')} of {f.get('slices')} slices, "
+          f"dropped {f.get('dropped')}, flagged {f.get('flagged')}")
+    print(f"CALF selection: {sel.get('transform')} ({sel.get('reason')})")
+    print(f"Loss in force: {loss.get('formula') or loss.get('name')}")
+    model = ev.model or {}
+    print(f"Model: {model.get('arch')}-{model.get('encoder')} (depth {model.get('encoder_depth')}, "
+          f"{model.get('parameters', 0) / 1e6:.1f} M parameters); {ev.epochs} epochs × "
+          f"{ev.steps_per_epoch} steps of {ev.batch_size}")
+    for note in ev.notes:
+        print(f"note: {note}")
