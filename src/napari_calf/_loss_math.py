@@ -1,0 +1,166 @@
+"""The arithmetic behind :mod:`napari_calf.losses`: values and exact gradients, fused.
+
+Each transformed cross-entropy term and the soft Dice term is computed here together
+with its derivative with respect to the logits, in one forward pass, and wrapped in
+one :class:`torch.autograd.Function` (:class:`CalfTerms`). Why not plain autograd: the
+stable forms need ``where``/``clamp`` branches whose unused side autograd still
+differentiates (an ``inf`` there turns a zero gradient into NaN), and autograd keeps
+every intermediate map alive for backward. Writing the derivatives out keeps them
+finite by construction, needs one saved map, and makes the backward a single multiply
+(``benchmarks/loss_speed.py`` measures the effect). ``gradcheck`` in the tests checks
+every derivative against finite differences.
+
+Per-pixel notation: z logit, p = σ(z), y ∈ [0, 1], s = 2y − 1. All maps have the shape
+of z; sums run over every element. Works in float32 or float64 (the caller decides).
+Public entry points are in :mod:`napari_calf.losses`; nothing here validates input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOGIT_EPS = 1e-6
+LOGIT_CLAMP = math.log((1.0 - LOGIT_EPS) / LOGIT_EPS)  # logit(1 − ε) ≈ 13.8155
+_LN2 = math.log(2.0)
+_LN10 = math.log(10.0)
+_HALF_PI = math.pi / 2
+
+# Every ``_ce_*`` returns (Σ per-pixel term, map ∝ d term/dz or None, factor): the
+# derivative is ``factor · map``, so that the caller folds the factor into its 1/N.
+# ``p`` = σ(z) is shared with the Dice term. Sums are reductions rather than written
+# maps where no large terms cancel (each pass over the batch costs about as much as the
+# arithmetic); the final clamp at 0 in CalfTerms removes rounding below zero.
+CETerm = tuple[Tensor, "Tensor | None", float]
+
+
+def _ce_ln(z: Tensor, y: Tensor, p: Tensor, need_grad: bool) -> CETerm:
+    # softplus(z) − y·z = y·softplus(−z) + (1 − y)·softplus(z), per pixel, so a
+    # well-classified pixel costs ~0 without a cancellation across the whole sum.
+    value = F.softplus(z).addcmul_(y, z, value=-1.0).sum()
+    return value, torch.sub(p, y) if need_grad else None, 1.0
+
+
+def _ce_log10(z: Tensor, y: Tensor, p: Tensor, need_grad: bool) -> CETerm:
+    value, grad, _ = _ce_ln(z, y, p, need_grad)
+    return value / _LN10, grad, 1.0 / _LN10
+
+
+def _ce_fisher(z: Tensor, y: Tensor, p: Tensor, need_grad: bool) -> CETerm:
+    # y·atanh(1 − p) + (1 − y)·atanh(p) with atanh(σ(w)) = ½·softplus(w + ln 2):
+    # ½·[b + y·(a − b)], a = softplus(ln 2 − z), b = softplus(ln 2 + z); d softplus = σ.
+    # For y = 1 and large z, b − (b − a) cancels: absolute error ~1e-7·b, harmless.
+    neg = torch.sub(_LN2, z)
+    pos = z + _LN2
+    b = F.softplus(pos)
+    a_minus_b = F.softplus(neg).sub_(b)
+    value = (b.sum() + torch.vdot(y.reshape(-1), a_minus_b.reshape(-1))) * 0.5
+    if not need_grad:
+        return value, None, 0.5
+    s1, s2 = neg.sigmoid_(), pos.sigmoid_()
+    # d/dz = ½·[(1 − y)·σ(ln 2 + z) − y·σ(ln 2 − z)] = ½·[σ2 − y·(σ1 + σ2)]
+    return value, s2.sub_(s1.add_(s2).mul_(y)), 0.5
+
+
+def _ce_logit(z: Tensor, y: Tensor, p: Tensor, need_grad: bool) -> CETerm:
+    # −[y·logit(p) + (1 − y)·logit(1 − p)] + m = m − s·z, with z clamped to ±m (per pixel
+    # in [0, 2m]); linear in y, so exact for soft targets. Gradient −s inside the clamp,
+    # 0 outside; like torch.clamp, the bounds themselves pass the gradient.
+    m = LOGIT_CLAMP
+    clamped = z.clamp(-m, m)
+    s = torch.mul(y, 2.0).sub_(1.0)
+    value = z.numel() * m - torch.vdot(s.reshape(-1), clamped.reshape(-1))
+    if not need_grad:
+        return value, None, -1.0
+    return value, s.mul_(clamped == z), -1.0
+
+
+def _ce_arcsine(z: Tensor, y: Tensor, p: Tensor, need_grad: bool) -> CETerm:
+    # f(z) = atan(exp(u)), u = −z/2, is the term of a positive pixel; f(−z) = π/2 − f(z).
+    # With t = exp(−|z|/2) ≤ 1 (never overflows) and a = atan(t):
+    #   z ≥ 0 (u ≤ 0): f = a;   z < 0 (u > 0): f = π/2 − a   (CALF_METHOD §4's branch).
+    # y·f(z) + (1 − y)·f(−z) = a + k·(π/2 − 2a), k = 1 − y where z ≥ 0, else y; k = 0 on
+    # well-classified pixels, so the reductions below cancel nothing large.
+    # d/dz = (2y − 1)·f'(z), f'(z) = −¼·sech(z/2) = −½·t/(1 + t²): even in z, so there
+    # is no branch and no abs() at 0 in the gradient.
+    t = z.abs().mul_(-0.5).exp_()
+    a = torch.atan(t)
+    k = torch.where(z >= 0, 1.0 - y, y).reshape(-1)
+    value = _HALF_PI * k.sum() + a.sum() - 2.0 * torch.vdot(k, a.reshape(-1))
+    if not need_grad:
+        return value, None, 1.0
+    return value, torch.sub(0.5, y).mul_(t).div_(t.mul_(t).add_(1.0)), 1.0
+
+
+CE_TERMS = {"ln": _ce_ln, "log10": _ce_log10, "fisher": _ce_fisher,
+            "logit": _ce_logit, "arcsine": _ce_arcsine}
+
+
+def dice_terms(
+    p: Tensor, y: Tensor, mode: str, smooth: float, *, need_grad: bool,
+    weight: float = 1.0, into: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Soft Dice loss, and ``weight`` × its derivative with respect to the logits.
+
+    loss = 1 − mean_k score_k, score_k = (2·I_k + smooth) / (P_k + Y_k + smooth), where k
+    runs over channels (``mode="batch"``: sums over batch and pixels) or over
+    (sample, channel) pairs (``mode="sample"``). dloss/dp_j = (score_k − 2·y_j) /
+    (K·denom_k), times σ'(z) = p·(1 − p). The gradient is added to ``into`` when given.
+    """
+    batch = mode == "batch"
+    dims = (0, *range(2, p.dim())) if batch else tuple(range(2, p.dim()))
+    if batch and p.shape[1] == 1:  # a dot product: no temporary map
+        intersection = torch.vdot(p.reshape(-1), y.reshape(-1)).reshape(1)
+    else:
+        intersection = (p * y).sum(dims)
+    denom = p.sum(dims).add_(y.sum(dims)).add_(smooth)
+    score = intersection.mul_(2.0).add_(smooth).div_(denom)
+    value = 1.0 - score.mean()
+    if not need_grad:
+        return value, None
+    bshape = (*((1, -1) if batch else score.shape), *([1] * (p.dim() - 2)))
+    scale = denom.mul_(score.numel()).reciprocal_()  # 1 / (K·denom)
+    coef = torch.mul(y, (-2.0 * weight * scale).reshape(bshape)).add_(
+        (weight * score * scale).reshape(bshape))
+    dsigmoid = torch.sub(1.0, p).mul_(p)
+    if into is None:
+        return value, coef.mul_(dsigmoid)
+    return value, into.addcmul_(coef, dsigmoid)
+
+
+class CalfTerms(torch.autograd.Function):
+    """mean CE_T(z, y) + dice_weight · Dice(σ(z), y); CE_T omitted when transform is None.
+
+    Gradient with respect to ``z`` only (targets are data, not parameters).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, y: Tensor, transform: str | None, dice_weight: float,
+        dice_mode: str, smooth: float,
+    ) -> Tensor:
+        need_grad = bool(ctx.needs_input_grad[0])
+        p = torch.sigmoid(z)
+        value = z.new_zeros(())
+        grad: Tensor | None = None
+        if transform is not None:
+            total, grad, factor = CE_TERMS[transform](z, y, p, need_grad)
+            value = total / z.numel()
+            if grad is not None:
+                grad.mul_(factor / z.numel())
+        if dice_weight:
+            dice, grad = dice_terms(p, y, dice_mode, smooth, need_grad=need_grad,
+                                    weight=dice_weight, into=grad)
+            value = value + dice_weight * dice
+        ctx.save_for_backward(grad if grad is not None else z.new_zeros(()))
+        # Every term is ≥ 0 per pixel; the clamp only removes rounding below zero.
+        return value.clamp_min(0.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None, None, None, None, None
