@@ -29,7 +29,7 @@ TISSUE_SIGNAL: dict[str, dict[str, float]] = {
 #: Relative signal of tumour sub-regions per modality.
 TUMOUR_SIGNAL: dict[str, dict[int, float]] = {
     "t1":    {NECROSIS: 0.30, OEDEMA: 0.62, ENHANCING: 0.70},
-    "t1ce":  {NECROSIS: 0.30, OEDEMA: 0.64, ENHANCING: 1.55},
+    "t1ce":  {NECROSIS: 0.30, OEDEMA: 0.64, ENHANCING: 1.90},
     "t2":    {NECROSIS: 0.95, OEDEMA: 0.85, ENHANCING: 0.62},
     "flair": {NECROSIS: 0.45, OEDEMA: 1.00, ENHANCING: 0.80},
 }
@@ -156,7 +156,7 @@ def _tumour_weights(rng: np.random.Generator, labels: np.ndarray, inside: np.nda
         return full.ravel()[inside].copy()
 
     weights = {
-        value: spread(ndi.gaussian_filter((labels[box] == value).astype(np.float32), 0.6))
+        value: spread(ndi.gaussian_filter((labels[box] == value).astype(np.float32), 0.5))
         for value in (NECROSIS, OEDEMA, ENHANCING)
     }
     texture = ndi.gaussian_filter(texture_noise[box], 1.2)
