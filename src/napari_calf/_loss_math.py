@@ -135,15 +135,16 @@ def dice_terms(
 class CalfTerms(torch.autograd.Function):
     """mean CE_T(z, y) + dice_weight · Dice(σ(z), y); CE_T omitted when transform is None.
 
-    Gradient with respect to ``z`` only (targets are data, not parameters).
+    Gradient with respect to ``z`` only (targets are data, not parameters). Use it
+    through :func:`calf_terms`.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, z: Tensor, y: Tensor, transform: str | None, dice_weight: float,
-        dice_mode: str, smooth: float,
+        dice_mode: str, smooth: float, want_grad: bool,
     ) -> Tensor:
-        need_grad = bool(ctx.needs_input_grad[0])
+        need_grad = want_grad and bool(ctx.needs_input_grad[0])
         p = torch.sigmoid(z)
         value = z.new_zeros(())
         grad: Tensor | None = None
@@ -163,4 +164,15 @@ class CalfTerms(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
-        return grad * grad_output, None, None, None, None, None
+        return grad * grad_output, None, None, None, None, None, None
+
+
+def calf_terms(
+    z: Tensor, y: Tensor, transform: str | None, dice_weight: float, dice_mode: str,
+    smooth: float,
+) -> Tensor:
+    """Apply :class:`CalfTerms`, computing the gradient map only when it can be used."""
+    # Inside forward grad mode is always off, so whether a gradient will be wanted (not
+    # under torch.no_grad, e.g. for a validation loss) is decided here.
+    want_grad = torch.is_grad_enabled() and z.requires_grad
+    return CalfTerms.apply(z, y, transform, dice_weight, dice_mode, smooth, want_grad)

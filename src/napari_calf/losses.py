@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ._loss_math import LOGIT_CLAMP, LOGIT_EPS, CalfTerms
+from ._loss_math import LOGIT_CLAMP, LOGIT_EPS, calf_terms
 from .errors import CalfConfigError, CalfInputError
 from .stats import DEFAULT_RULES, select_transform
 
@@ -105,7 +105,8 @@ _ONE_LINE: dict[str, str] = {
 def _float32_region(tensor: Tensor) -> AbstractContextManager[Any]:
     """A context with autocast off on ``tensor``'s device, so losses compute in float32."""
     device_type = tensor.device.type
-    if torch.amp.is_autocast_available(device_type):
+    is_available = getattr(torch.amp, "is_autocast_available", None)  # torch ≥ 2.4
+    if (is_available(device_type) if is_available else device_type in ("cpu", "cuda")):
         return torch.autocast(device_type=device_type, enabled=False)
     return nullcontext()
 
@@ -187,7 +188,7 @@ def transformed_ce(logits: Tensor, target: Tensor, transform: str) -> Tensor:
     _check_pair(logits, target, f"the {transform} cross-entropy")
     with _float32_region(logits):
         z, y = _compute_dtype(logits, target)
-        return CalfTerms.apply(z, y, transform, 0.0, "batch", 1.0)
+        return calf_terms(z, y, transform, 0.0, "batch", 1.0)
 
 
 def soft_dice_loss(
@@ -216,7 +217,7 @@ def soft_dice_loss(
     _check_pair(logits, target, "the Dice loss")
     with _float32_region(logits):
         z, y = _compute_dtype(logits, target)
-        return CalfTerms.apply(z, y, None, 1.0, mode, float(smooth))
+        return calf_terms(z, y, None, 1.0, mode, float(smooth))
 
 
 def _close(name: object, valid: Sequence[str]) -> str:
@@ -311,7 +312,7 @@ class CALFLoss(nn.Module):
         _check_pair(logits, target, f"the {self.name} loss")
         with _float32_region(logits):
             z, y = _compute_dtype(logits, target)
-            return CalfTerms.apply(
+            return calf_terms(
                 z, y, self.transform, self.dice_weight, self.dice_mode, self.smooth
             )
 

@@ -191,6 +191,18 @@ def test_saturated_sigmoid_keeps_the_arcsine_gradient() -> None:
     assert float(z.grad) == pytest.approx(-0.5 * t / (1 + t * t), rel=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_validation_under_no_grad_gives_the_training_value(mode: str) -> None:
+    z, y = _batch()
+    z.requires_grad_()
+    for transform in TRANSFORMS:
+        loss = CALFLoss(transform, dice_mode=mode)
+        with torch.no_grad():  # no gradient map is computed on this path
+            evaluated = loss(z, y)
+        assert not evaluated.requires_grad
+        torch.testing.assert_close(evaluated, loss(z, y).detach())
+
+
 def test_logit_term_saturates_beyond_its_clamp() -> None:
     # m − s·clamp(z, −m, m): slope −s inside ±13.8, flat (no gradient) outside
     z = torch.tensor([[[[-20.0, -5.0, 5.0, 20.0]]]], requires_grad=True)
