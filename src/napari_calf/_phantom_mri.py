@@ -122,7 +122,7 @@ def synthesise(
         gain = BASE_GAIN[name] * rng.uniform(0.8, 1.25)
         signal = signal * bias_field(rng, coords, 0.15) * gain
         # Rician noise: magnitude of a complex signal with Gaussian noise on both parts.
-        sigma = np.float32(0.025 * gain)
+        sigma = np.float32(0.018 * gain)
         real = signal + sigma * rng.standard_normal(inside.size, dtype=np.float32)
         imag = sigma * rng.standard_normal(inside.size, dtype=np.float32)
         magnitude = np.sqrt(real * real + imag * imag)

@@ -1,0 +1,141 @@
+"""The napari sample (through npe2, as the menu opens it) and the ``make demo`` launcher."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from napari_calf import phantom
+from napari_calf._napari import demo
+from napari_calf._napari.reader import layer_to_canonical
+from napari_calf._napari.sample_data import LABELS_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = Path(os.environ.get("NAPARI_CALF_TEST_SHOTS", "/tmp/shots"))
+
+
+def test_open_sample_gives_four_overlaid_modalities_and_labels(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-calf", "brain_tumour_phantom")
+
+    images = [layer for layer in viewer.layers if layer._type_string == "image"]
+    labels = [layer for layer in viewer.layers if layer._type_string == "labels"]
+    assert [layer.name for layer in images] == list(phantom.MODALITIES)
+    assert [layer.name for layer in labels] == [LABELS_NAME]
+    extents = {tuple(map(tuple, np.round(layer.extent.world, 6))) for layer in viewer.layers}
+    assert len(extents) == 1, f"layers do not overlay: {extents}"
+    assert [layer.name for layer in images if layer.visible] == ["flair"]
+
+    # what is on screen is the phantom, in the reader's display convention
+    case = phantom.sample_case()
+    assert np.array_equal(layer_to_canonical(labels[0].data), case.label)
+    assert np.array_equal(layer_to_canonical(viewer.layers["t1ce"].data), case.images["t1ce"])
+    assert set(np.unique(labels[0].data).tolist()) == {0, 1, 2, 4}
+    # anterior is up: the first displayed rows hold the front of the brain (largest y)
+    brain_rows = np.flatnonzero(viewer.layers["t1"].data.any(axis=(0, 2)))
+    front_row = brain_rows[0]
+    canonical_y = case.label.shape[1] - 1 - front_row
+    assert case.brain[:, canonical_y, :].any() and not case.brain[:, canonical_y + 1:, :].any()
+
+
+def test_show_tumour_slice_moves_to_the_core(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-calf", "brain_tumour_phantom")
+    index = demo.show_tumour_slice(viewer, LABELS_NAME)
+    data = np.asarray(viewer.layers[LABELS_NAME].data)
+    assert index is not None
+    shown = data[viewer.dims.current_step[0]]
+    assert viewer.dims.current_step[0] == index
+    assert np.isin(shown, (1, 4)).sum() == np.isin(data, (1, 4)).sum(axis=(1, 2)).max()
+
+
+def test_dock_plugin_widgets_follows_the_manifest_and_survives_a_broken_widget(capsys) -> None:
+    from npe2 import PluginManager
+
+    declared = [w.display_name for w in
+                PluginManager.instance().get_manifest("napari-calf").contributions.widgets or []]
+    calls = []
+
+    class FakeDock:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.raised = False
+
+        def raise_(self) -> None:
+            self.raised = True
+
+    def add_plugin_dock_widget(plugin, name, tabify=False):
+        calls.append((plugin, name, tabify))
+        if name == declared[-1]:
+            raise RuntimeError("widget failed to import")
+        return FakeDock(name), object()
+
+    viewer = SimpleNamespace(window=SimpleNamespace(add_plugin_dock_widget=add_plugin_dock_widget))
+    docks = demo.dock_plugin_widgets(viewer)
+
+    assert [c[1] for c in calls] == declared
+    assert {c[0] for c in calls} == {"napari-calf"}
+    assert [c[2] for c in calls][: len(docks) + 1] == [False] + [True] * len(docks)
+    assert [d.name for d in docks] == declared[:-1]
+    if docks:
+        assert docks[0].raised
+    assert f"could not open the widget {declared[-1]!r}" in capsys.readouterr().err
+
+
+def _run_demo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "napari_calf._napari.demo", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_demo_headless_saves_a_screenshot_with_the_tumour(tmp_path) -> None:
+    from skimage.io import imread
+
+    shot = tmp_path / "shot.png"
+    result = _run_demo(["--screenshot", str(shot), "--no-widgets"], dict(os.environ))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(shot) in result.stdout
+    image = imread(shot)
+    assert image.ndim == 3 and image.shape[0] > 400 and image.shape[1] > 600
+    rgb = image[..., :3].astype(int)
+    assert rgb.std() > 20, "blank screenshot"
+    # the labels overlay is drawn: BraTS colours red (necrosis), green (oedema), yellow (rim)
+    red = (rgb[..., 0] > 150) & (rgb[..., 1] < 110) & (rgb[..., 2] < 110)
+    green = (rgb[..., 1] > 120) & (rgb[..., 0] < 150) & (rgb[..., 2] < 150)
+    assert red.sum() > 200 and green.sum() > 200
+    try:  # keep a copy to look at (CI artefact / reviewer)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / "demo_test.png").write_bytes(shot.read_bytes())
+    except OSError:
+        pass
+
+
+def test_demo_without_display_explains_and_exits_1() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = _run_demo([], env)
+    assert result.returncode == 1
+    assert "xvfb-run -a make demo" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"XAUTHORITY": "/tmp/xvfb-run.Ab12/Xauthority"}, True),
+        ({"NAPARI_CALF_DEMO_HEADLESS": "1"}, True),
+        ({"XAUTHORITY": "/home/me/.Xauthority"}, False),
+    ],
+)
+def test_headless_detection(monkeypatch, env, expected) -> None:
+    monkeypatch.delenv("XAUTHORITY", raising=False)
+    monkeypatch.delenv("NAPARI_CALF_DEMO_HEADLESS", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert demo.running_headless() is expected
