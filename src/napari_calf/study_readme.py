@@ -1,0 +1,109 @@
+"""The study's ``README.md``: what was run, with what, on what, and what came out.
+
+Written for pasting into a lab notebook: the exact commands (the study's and each
+run's), library versions, device, the summary table and the paired comparisons in
+words, with the caveats that keep the numbers honest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["readme_text"]
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def readme_text(summary: dict[str, Any], records: Sequence[Any], table: str) -> str:
+    """Markdown text of ``STUDY/README.md``."""
+    info = summary.get("study") or {}
+    first = records[0].card if records else {}
+    versions = first.get("versions") or {}
+    devices = sorted({str((r.card.get("device") or {}).get("name")) for r in records})
+    cfg = first.get("config") or {}
+    lines = [
+        "# Loss comparison study",
+        "",
+        f"Report written {time.strftime('%Y-%m-%d %H:%M %Z')} by napari-calf "
+        f"{versions.get('napari-calf', '?')}. Runs: {len(records)} finished "
+        f"({', '.join(dict.fromkeys(r.loss for r in records))} × "
+        f"{', '.join(dict.fromkeys(r.arch for r in records))} × seeds "
+        f"{', '.join(str(s) for s in sorted({r.seed for r in records}))}).",
+        "",
+        "## Commands",
+        "",
+    ]
+    if info.get("command"):
+        lines += ["The study:", "", "```", str(info["command"]), "```", ""]
+    lines += ["Each run (an ordinary `napari-calf train` run folder under `runs/`):", "", "```"]
+    planned = info.get("train_commands") or {}
+    lines += [str(planned.get(r.name) or r.card.get("command") or f"# {r.name}: not recorded")
+              for r in records]
+    lines += ["```", "", "Report again (evaluates runs that lack it): "
+              f"`napari-calf compare --collect {info.get('study_dir', 'STUDY')}`", ""]
+    lines += [
+        "## Setup",
+        "",
+        f"- Data: `{(cfg.get('data') or {}).get('data_dir')}`, target "
+        f"`{(cfg.get('data') or {}).get('target')}`; split by case, seeded; every run of a seed "
+        "has the same split, filtering and CALF statistics, only the loss differs.",
+        f"- Model: {(first.get('model') or {}).get('arch')}-{(cfg.get('model') or {}).get('encoder')}"
+        f" (depth {(cfg.get('model') or {}).get('encoder_depth')}), "
+        f"{(cfg.get('train') or {}).get('epochs')} epochs, batch "
+        f"{(cfg.get('train') or {}).get('batch_size')}, lr {(cfg.get('train') or {}).get('lr')}.",
+        f"- Device(s): {', '.join(devices)}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
+        + (f"; {versions['platform']}" if "platform" in versions else "") + ".",
+        "",
+        "CALF's selection on each seed's training split:",
+        "",
+    ]
+    for seed, sel in (summary.get("selections") or {}).items():
+        lines.append(f"- seed {seed}: **{sel.get('transform')}**: {sel.get('reason')}")
+    thr = summary.get("bucket_thresholds") or {}
+    given = summary.get("bucket_thresholds_given")
+    lines += ["", "Size buckets (ground-truth tumour area per slice, px): "
+              + (f"given, small ≤ {given[0]:g} < medium ≤ {given[1]:g} < large." if given else
+                 "tertiles of each seed's training split: "
+                 + "; ".join(f"seed {s}: {t[0]:.1f} / {t[1]:.1f}" for s, t in thr.items() if t)
+                 + "."), ""]
+    lines += [
+        "## Results (validation cases; mean ± sd over seeds)",
+        "",
+        table,
+        "",
+        "Dice, IoU and HD95 are 3D per-case metrics averaged over the validation cases; the "
+        "FP rate is the share of tumour-free validation slices on which the model predicted "
+        "any tumour (lower is better); size-bucket columns are mean per-slice Dice.",
+        "",
+        "## Paired comparison",
+        "",
+        "| architecture | comparison | metric | pairs | mean diff | 95% CI | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in summary.get("paired") or []:
+        ci = ("—" if p["ci_low"] is None else f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]")
+        pv = _fmt(p["p_wilcoxon"], 3) if p["p_wilcoxon"] is not None else (p["p_note"] or "—")
+        md = "—" if p["mean_diff"] is None else f"{p['mean_diff']:+.3f}"
+        lines.append(f"| {p['arch']} | {p['reference']} − {p['other']} | {p['metric']} | "
+                     f"{p['n_pairs']} | {md} | {ci} | {pv} |")
+    lines += ["", "In words:", ""]
+    lines += [f"- {p['arch']}: {p['verdict']}" for p in summary.get("paired") or []]
+    lines += [
+        "",
+        "Read with care: pairs are (seed, validation case); slice-level pairs of small ROIs "
+        "are not independent (slices of one case are correlated), so their p-values are "
+        "optimistic. A handful of cases and seeds can only show large differences.",
+        "",
+    ]
+    if summary.get("plots"):
+        lines += ["## Plots", ""]
+        lines += [f"![{name}](plots/{name}.png)" for name in summary["plots"]]
+        lines.append("")
+    if summary.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
+    return "\n".join(lines)
