@@ -25,13 +25,12 @@ import os
 import tempfile
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._phantom_anatomy import template, template_notice, warp, warp_params
 from .errors import CalfConfigError, CalfFileExistsError, CalfInputError
 from .events import Progress
 
@@ -43,8 +42,6 @@ log = logging.getLogger(__name__)
 SKEW_PRESETS: tuple[str, ...] = ("right", "symmetric", "left")
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 CASE_ID_FORMAT = "CALF-Phantom-{:05d}"
-TEMPLATE_ASSET = "mni152_2009a_2mm.nii.gz"
-TEMPLATE_NOTICE = "MNI_ICBM152_2009_NOTICE.txt"
 #: The case :func:`sample_case` returns: a large lesion with necrosis, rim and oedema.
 SAMPLE_SEED, SAMPLE_SKEW = 4, "left"
 
@@ -83,64 +80,6 @@ class PhantomCase:
     brain: np.ndarray
     tissue: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- template
-
-
-@lru_cache(maxsize=1)
-def _template() -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The anatomy asset as float32 channels and its affine (read once per process).
-
-    Channels: ``t1`` (scaled so normal white matter is 1.0), ``gm`` and ``wm``
-    (probabilities in [0, 1]) and ``brain`` (1 inside the skull-stripped brain).
-    """
-    import nibabel as nib
-
-    ref = resources.files("napari_calf") / "assets" / TEMPLATE_ASSET
-    with resources.as_file(ref) as path:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        affine = np.asarray(img.affine, dtype=float)
-    wm = np.ascontiguousarray(data[..., 2] / 255.0)
-    channels = {
-        "t1": np.ascontiguousarray(data[..., 0] / float(np.median(data[..., 0][wm > 0.9]))),
-        "gm": np.ascontiguousarray(data[..., 1] / 255.0),
-        "wm": wm,
-        "brain": (data[..., 0] > 0).astype(np.float32),
-    }
-    for array in (*channels.values(), affine):
-        array.setflags(write=False)  # shared by every case: nobody may edit it in place
-    return channels, affine
-
-
-def template_notice() -> str:
-    """The MNI ICBM152 2009 copyright notice, to ship with anything built from the template."""
-    return (resources.files("napari_calf") / "assets" / TEMPLATE_NOTICE).read_text(encoding="utf-8")
-
-
-def _warp_params(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Mild per-case geometric variation: scaling 0.94-1.06, rotation of a few degrees, shift.
-
-    So that the cases of a dataset are not one brain with different tumours. The grid
-    and affine stay those of the template (every case lives in the same space).
-    Returns the output-to-input voxel matrix and offset for ``ndimage.affine_transform``.
-    """
-    scale = rng.uniform(0.94, 1.06) * (1 + rng.uniform(-0.02, 0.02, 3))
-    yaw, pitch = np.deg2rad(rng.uniform(-6, 6)), np.deg2rad(rng.uniform(-4, 4))
-    rz = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
-    inverse = np.linalg.inv(rz @ rx @ np.diag(scale))
-    centre = (np.array(shape, dtype=float) - 1) / 2
-    shift = rng.uniform(-2, 2, 3)
-    return inverse, centre - inverse @ (centre + shift)
-
-
-def _warp(channel: np.ndarray, params: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    from scipy import ndimage as ndi
-
-    inverse, offset = params
-    return ndi.affine_transform(channel, inverse, offset=offset, order=1, mode="constant", cval=0.0)
 
 
 # --------------------------------------------------------------------------- cases
@@ -195,11 +134,11 @@ def _draw(seed: int, skew: str, case_index: int, n_cases: int) -> _Draw:
             f"Fix: use 0 <= case_index < n_cases."
         )
     rng = np.random.default_rng([seed, case_index, 0xCA1F])
-    channels, affine = _template()
+    channels, affine = template()
     voxel_mm = float(np.sqrt((affine[:3, 0] ** 2).sum()))
-    warp = _warp_params(rng, channels["brain"].shape)
-    brain = _warp(channels["brain"], warp) > 0.5
-    wm = np.clip(_warp(channels["wm"], warp), 0, 1) * brain
+    params = warp_params(rng, channels["brain"].shape)
+    brain = warp(channels["brain"], params) > 0.5
+    wm = np.clip(warp(channels["wm"], params), 0, 1) * brain
     preset = _tumour_shapes.SIZE_PRESETS[skew]
     quantile = _size_quantile(seed, case_index, n_cases, rng)
     # Depth in the brain only steers where a lesion may sit: a 4 mm grid is plenty and
@@ -217,7 +156,7 @@ def _draw(seed: int, skew: str, case_index: int, n_cases: int) -> _Draw:
         "size_quantile": round(quantile, 4),
         "lesion_radii_mm": [round(les.radius * voxel_mm, 2) for les in lesions],
     }
-    return _Draw(rng, warp, brain, wm, label, info)
+    return _Draw(rng, params, brain, wm, label, info)
 
 
 def make_labels(seed: int, *, skew: str = "right", case_index: int = 0, n_cases: int = 1) -> np.ndarray:
@@ -253,10 +192,10 @@ def make_case(seed: int, *, skew: str = "right", case_index: int = 0, n_cases: i
     from . import _phantom_mri
 
     draw = _draw(seed, skew, case_index, n_cases)
-    channels, affine = _template()
+    channels, affine = template()
     brain = draw.brain
-    gm = np.clip(_warp(channels["gm"], draw.warp), 0, 1) * brain
-    t1 = np.clip(_warp(channels["t1"], draw.warp), 0, None) * brain
+    gm = np.clip(warp(channels["gm"], draw.warp), 0, 1) * brain
+    t1 = np.clip(warp(channels["t1"], draw.warp), 0, None) * brain
     images = _phantom_mri.synthesise(draw.rng, t1, gm, draw.wm, brain, draw.label)
     spacing = tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     return PhantomCase(
