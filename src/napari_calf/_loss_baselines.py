@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .errors import CalfConfigError
@@ -72,8 +73,9 @@ class BaselineLoss(nn.Module):
         with _float32_region(logits):
             z, y = logits.float(), target.float()
             if self.per_channel:
-                channels = [self.loss(z[:, c : c + 1], y[:, c : c + 1]) for c in range(z.shape[1])]
-                loss = sum(channels[1:], channels[0]) / len(channels)
+                loss = torch.stack(
+                    [self.loss(z[:, c : c + 1], y[:, c : c + 1]) for c in range(z.shape[1])]
+                ).mean()
             else:
                 loss = self.loss(z, y)
             # Every baseline is ≥ 0 mathematically; clamp away rounding below zero.

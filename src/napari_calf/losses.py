@@ -16,7 +16,10 @@ arcsine   atan(exp(−z/2))  (= π/2 − asin √p)                            [
 ========  ==========================================================  ===========
 
 A negative pixel (y = 0) uses f(−z); a soft target uses y·f(z) + (1 − y)·f(−z), exact
-for binary y. The total is
+for binary y. Fisher is §4's y·atanh(1 − p) + (1 − y)·atanh(p): the literal
+−[y·atanh(p) + …] + const would be unbounded below as p → 1. Arcsine is evaluated as
+π/4 − s·atan(tanh(z/4)), the same function as §4's two-branch atan(exp(u)) form
+(Gudermannian identity) without a branch or anything that can overflow. The total is
 
     L_CALF = CE_T + dice_weight · SoftDice        (dice_weight = λ, default 1.0)
 
