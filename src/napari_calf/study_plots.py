@@ -62,8 +62,10 @@ def plot_dice_by_size(summary: dict[str, Any], path: str | Path) -> Path:
     colours = _colours(losses)
     groups = [*(f"dice_{b}" for b in SIZE_BUCKETS), "dice"]
     labels = [*SIZE_BUCKETS, "all (case Dice)"]
-    fig = Figure(figsize=(max(5.0, 1.2 + 1.1 * len(groups) * max(1, len(losses)) * 0.45) * len(archs), 3.8))
-    axes = fig.subplots(1, len(archs), squeeze=False)[0]
+    # one row per architecture, wide enough for every loss's bar in each group
+    fig = Figure(figsize=(max(5.0, 1.5 + 0.35 * len(groups) * max(1, len(losses))),
+                          3.6 * len(archs)))
+    axes = fig.subplots(len(archs), 1, squeeze=False)[:, 0]
     width = 0.8 / max(1, len(losses))
     rng = np.random.default_rng(0)  # jitter only, fixed so the picture is reproducible
     for ax, arch in zip(axes, archs):
@@ -94,8 +96,13 @@ def plot_dice_vs_size(records: Sequence[Any], path: str | Path, *, bins: int = 1
     archs = list(dict.fromkeys(r.arch for r in records))
     losses = list(dict.fromkeys(r.loss for r in records))
     colours = _colours(losses)
-    fig = Figure(figsize=(5.6 * len(archs), 4.0))
-    axes = fig.subplots(1, len(archs), squeeze=False)[0]
+    ncols = min(3, len(archs))
+    nrows = -(-len(archs) // ncols)
+    fig = Figure(figsize=(5.6 * ncols, 4.0 * nrows))
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[len(archs):]:
+        ax.set_visible(False)
+    axes = grid[: len(archs)]
     areas_all = np.concatenate([r.evaluation.slices["gt_area"] for r in records])
     areas_all = areas_all[areas_all > 0]
     if areas_all.size:
