@@ -60,7 +60,9 @@ class TrainLoop:
                 self.notes.append("bf16 autocast on (losses in float32), channels-last")
             else:
                 self.notes.append("this GPU lacks bf16: training in float32")
-        self.channels_last = self.cuda
+        # channels-last is faster on CUDA and with oneDNN on the CPU (measured ~25 % per
+        # step for Unet-resnet18 on 96×128 slices); MPS gains nothing from it
+        self.channels_last = self.device.type in ("cuda", "cpu")
         if state is not None:
             load_state_into(model, run_dir / LAST_WEIGHTS, what=str(run_dir / LAST_WEIGHTS))
         self.model = model.to(self.device)

@@ -166,8 +166,14 @@ def check_safetensors(path: str | Path) -> Path:
         kind = "too short to be a checkpoint"
     else:
         (n,) = struct.unpack("<Q", head[:8])
-        if n > min(size - 8, _MAX_HEADER) or head[8:9] != b"{":
+        if head[8:9] != b"{" or n > _MAX_HEADER:
             kind = "not a safetensors file"
+        elif n > size - 8:
+            raise CalfCheckpointError(
+                f"{path}: the safetensors file is damaged (truncated: its header alone claims "
+                f"{n} bytes, the file has {size}). Fix: use another checkpoint (e.g. "
+                f"{LAST_WEIGHTS} in the same run folder) or train again."
+            )
     if kind is not None:
         raise CalfCheckpointError(
             f"{path}: refused to load: it is {kind}. napari-calf loads weights only from "

@@ -258,7 +258,8 @@ def iter_predict_volume(
     configure_for_speed(dev)
     model = run.model.to(dev).eval()
     cuda = dev.type == "cuda"
-    if cuda:
+    channels_last = dev.type in ("cuda", "cpu")  # faster with cuDNN and oneDNN alike
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if cuda and torch.cuda.is_bf16_supported() else contextlib.nullcontext())
@@ -274,7 +275,7 @@ def iter_predict_volume(
             t = torch.as_tensor(idx, device=dev)
             x = vol.index_select(3, t).permute(3, 0, 1, 2)  # (B, C, X, Y)
             x = torch.nn.functional.pad(x, (y0, y1, x0, x1))
-            if cuda:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 logits = model(x)

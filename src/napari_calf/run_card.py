@@ -111,9 +111,9 @@ def load_run_model(run_dir: str | Path, *, which: str = BEST_WEIGHTS) -> tuple[n
     run_dir = Path(run_dir).expanduser()
     card = read_run_card(run_dir)
     folder = run_dir if run_dir.is_dir() else run_dir.parent
-    path = run_dir if run_dir.is_file() else folder / which
+    path = resolve_weights(run_dir if run_dir.is_file() else folder / which)  # refuse unsafe first
     model = build_model_from_card(card)
-    load_state_into(model, resolve_weights(path), what=str(path))
+    load_state_into(model, path, what=str(path))
     model.eval()
     return model, card
 

@@ -246,6 +246,8 @@ def iter_build_slice_store(
         if reused is not None:
             yield Progress("prepare", len(chosen), len(chosen), f"reused {final_dir}")
             return reused
+        if final_dir.exists():  # incomplete or damaged leftovers under our own key: rebuild
+            shutil.rmtree(final_dir, ignore_errors=True)
         tmp_dir = _make_tmp_dir(root, final_dir.name, nbytes)
         images = np.lib.format.open_memmap(
             tmp_dir / "images.npy", mode="w+", dtype=np.float16, shape=(n, len(modalities), *hw))

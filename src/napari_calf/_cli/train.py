@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     gen = iter_train(config)
     bar = None
     prep = None
+    prep_stage = None
     started = None
     quiet = args.no_progress
     try:
@@ -161,9 +162,10 @@ def run(args: argparse.Namespace) -> int:
                 result = stop.value
                 break
             if isinstance(ev, Progress):
-                if prep is None or prep.desc != ev.stage:
+                if prep is None or prep_stage != ev.stage:
                     if prep is not None:
                         prep.close()
+                    prep_stage = ev.stage
                     prep = tqdm(total=ev.total, desc=ev.stage, unit="case", disable=quiet,
                                 leave=False)
                 prep.n = ev.current
