@@ -155,6 +155,13 @@ def test_report_files(study: dict) -> None:
     for r in plan.runs:  # the exact command of every run
         assert command_line(run_argv(args, plan.data_dir, r.run_dir, r.arch, r.loss, r.seed)) in readme
     assert "torch" in readme and "| unet | calf | 2 |" in readme
+    # the study's own command, rebuilt in full, gives the same plan
+    study_cmd = json.loads((d / "study.json").read_text())["command"]
+    assert study_cmd in readme
+    from napari_calf._cli.compare import make_plan
+
+    replanned, _ = make_plan(_parse(shlex.split(study_cmd)[1:]))
+    assert [r.config for r in replanned.runs] == [r.config for r in plan.runs]
     for png in ("dice_by_size.png", "dice_vs_size.png"):
         assert (d / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -225,3 +232,12 @@ def test_devices_schedule_resumable_and_missing_runs(study: dict, monkeypatch, t
     fresh = jobs["unet__bce__seed1"]
     assert fresh[fresh.index("train") + 1] == str(Path(study["data"]).resolve())
     assert fresh[fresh.index("--loss") + 1] == "bce" and "--overwrite" not in fresh
+
+
+def test_rerun_with_other_settings_is_refused_before_training(study: dict, capsys) -> None:
+    argv = [a if a != "0.003" else "0.01" for a in study["argv"]]  # another --lr
+    before = _weights_mtimes(study["dir"])
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "train.lr: 0.003 vs 0.01" in err and "Fix:" in err
+    assert _weights_mtimes(study["dir"]) == before

@@ -171,13 +171,25 @@ def command_line(argv: list[str]) -> str:
     return shlex.join(["napari-calf", "train", *argv])
 
 
+def study_command(args: argparse.Namespace, plan: Any) -> str:
+    """The compare command that reproduces this study (absolute paths, every option)."""
+    argv = ["napari-calf", "compare", str(plan.data_dir), "--out", str(plan.study_dir),
+            "--losses", ",".join(plan.losses), "--archs", ",".join(plan.archs),
+            "--seeds", str(len(plan.seeds))]
+    if args.bucket_thresholds:
+        argv += ["--bucket-thresholds", str(args.bucket_thresholds)]
+    if args.reference != "calf":
+        argv += ["--reference", args.reference]
+    return shlex.join([*argv, *passthrough_argv(args)])
+
+
 def study_info(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
     from .. import __version__
 
     return {
         "tool": "napari-calf compare", "version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": shlex.join(["napari-calf", *sys.argv[1:]]) if sys.argv[1:] else "",
+        "command": study_command(args, plan),
         "study_dir": str(plan.study_dir), **plan.to_dict(),
         "bucket_thresholds": _thresholds(args), "reference": args.reference,
         "train_commands": {r.name: command_line(run_argv(args, plan.data_dir, r.run_dir, r.arch,
