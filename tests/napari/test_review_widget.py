@@ -43,3 +43,151 @@ def test_slice_rows_list_tumour_slices_worst_first_with_per_slice_dice() -> None
     # the slicing axis is honoured
     moved = slice_rows(np.moveaxis(pred, 0, 2), np.moveaxis(truth, 0, 2), axis=2)
     assert moved == rows
+
+
+# --------------------------------------------------------------------------- the widget
+
+import csv  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from qtpy.QtCore import Qt  # noqa: E402
+
+from napari_calf import phantom  # noqa: E402
+from napari_calf.errors import CalfFileExistsError  # noqa: E402
+from napari_calf.events import drain  # noqa: E402
+
+WIDGET = ("napari-calf", "Review predictions (CALF)")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three phantom cases (BraTS-2021 layout), shared with the other widget tests."""
+    out = tmp_path_factory.getbasetemp() / "calf-phantom3"
+    if not (out / "dataset.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        drain(phantom.write_dataset(out, 3, seed=0, skew="right"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained run (one epoch, CPU), made with the core as the CLI would."""
+    from napari_calf import training
+    from napari_calf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    out = tmp_path_factory.mktemp("review") / "run"
+    config = RunConfig(
+        data=DataConfig(str(dataset), max_slices_per_case=6, val_fraction=0.34),
+        out_dir=str(out),
+        model=ModelConfig(arch="unet", encoder="resnet18", encoder_depth=3),
+        train=TrainConfig(epochs=1, batch_size=4, device="cpu"),
+    )
+    training.train(config)
+    return out
+
+
+def _case_folder(dataset: Path) -> Path:
+    from napari_calf.io import discover_cases
+
+    return discover_cases(dataset)[0].folder
+
+
+def _predicted(qtbot, make_napari_viewer, dataset: Path, run_dir: Path):
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    widget.open_case(_case_folder(dataset))
+    widget.load_run(run_dir)
+    assert widget.predict_button.isEnabled(), widget.status.text()
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert widget.review is not None, widget.status.text()
+    return viewer, widget
+
+
+def test_widget_opens_from_the_manifest_and_reports_a_bad_run_folder(
+    make_napari_viewer, tmp_path: Path
+) -> None:
+    from napari_calf._napari.widgets.review import ReviewWidget
+
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
+    assert isinstance(widget, ReviewWidget)
+    widget.load_run(tmp_path)  # no run.json there
+    assert widget.status.text().startswith("Error:") and "run.json" in widget.status.text()
+    assert not widget.predict_button.isEnabled()
+
+
+def test_review_overlays_the_prediction_and_counts_errors_like_the_core(
+    make_napari_viewer, qtbot, dataset: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    import nibabel as nib
+
+    from napari_calf import inference, metrics
+    from napari_calf._napari.reader import canonical_to_layer, layer_to_canonical
+    from napari_calf.io import discover_cases, load_volume
+
+    viewer, widget = _predicted(qtbot, make_napari_viewer, dataset, run_dir)
+    case = discover_cases(dataset)[0]
+    # every modality of the run found its layer, by the reader's metadata
+    assert list(widget.image_combos) == ["t1", "t1ce", "t2", "flair"]
+    image = widget.image_combos["flair"].layer()
+    assert image.metadata["napari_calf"]["modality"] == "flair"
+    pred = viewer.layers[widget.prediction_name]
+    errors = viewer.layers[widget.errors_name]
+    truth = viewer.layers[widget.truth_combo.currentText()]
+    assert truth.name == f"{case.case_id} seg"
+
+    # same grid as the images: same world extent, voxel for voxel
+    for layer in (pred, errors):
+        np.testing.assert_allclose(layer.extent.world, image.extent.world)
+        np.testing.assert_allclose(layer.scale, image.scale)
+    # the prediction is what the core predicts from the files themselves
+    reference = inference.predict_volume(run_dir, case.folder, device="cpu")
+    np.testing.assert_array_equal(np.asarray(pred.data), canonical_to_layer(reference.canonical_labels))
+
+    # TP/FP/FN voxels agree with the core's confusion counts on the canonical arrays
+    gt = load_volume(case.label).data > 0
+    tp, fp, fn, _tn = metrics.confusion_counts(reference.canonical_labels, gt)
+    classes = layer_to_canonical(np.asarray(errors.data))
+    assert [(classes == k).sum() for k in (TP, FP, FN)] == [tp, fp, fn]
+    # the metrics shown are the core's case metrics
+    expected = metrics.case_metrics(reference.canonical_labels, gt, load_volume(case.label).spacing)
+    assert widget.metric_labels["dice"].text() == f"{expected['dice']:.3f}"
+    assert widget.metric_labels["hd95_mm"].text() == f"{expected['hd95_mm']:.1f}"
+
+    # the table starts with the worst slice; a click shows that slice
+    table = widget.table
+    assert table.rowCount() == len(widget.review.rows) > 0
+    dices = [float(table.item(r, 1).text()) for r in range(table.rowCount())]
+    assert dices == sorted(dices)
+    row = min(2, table.rowCount() - 1)
+    target = table.slice_at(row)
+    rect = table.visualItemRect(table.item(row, 0))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert viewer.dims.current_step[0] == target
+    assert round(pred.world_to_data(viewer.dims.point)[0]) == target
+
+    # exports: NIfTI on the source file's grid, CSV with the shown numbers, no clobbering
+    out = widget.save_prediction(tmp_path / "pred.nii.gz")
+    img = nib.load(out)
+    source = nib.load(case.images["flair"])
+    np.testing.assert_allclose(img.affine, source.affine)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), reference.labels)
+    with pytest.raises(CalfFileExistsError):
+        widget.save_prediction(out)
+    csv_path = widget.save_metrics_csv(tmp_path / "metrics.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert rows[0]["scope"] == "case" and float(rows[0]["dice"]) == pytest.approx(expected["dice"], abs=1e-5)
+    assert len(rows) == 1 + table.rowCount()
+    with pytest.raises(CalfFileExistsError):
+        widget.save_metrics_csv(csv_path)
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    viewer.window.resize(1500, 1000)
+    widget.go_to_slice(widget.review.rows[-1].index)  # a slice the model got best
+    qtbot.wait(200)
+    from imageio.v3 import imwrite
+
+    imwrite(SCREENSHOTS / "review.png", viewer.screenshot(canvas_only=False))
