@@ -25,6 +25,20 @@ from .events import StopCallback
 __all__ = ["JobEvent", "iter_run_commands", "train_device_args"]
 
 
+def _child_signals() -> dict[str, Any]:
+    """Popen options so that our SIGINT reaches the child as Ctrl-C (KeyboardInterrupt).
+
+    A study started in the background (``nohup … &``) inherits an *ignored* SIGINT, and
+    so would its children: they could then not be stopped cleanly. Each child gets the
+    default handler back, in its own session so a terminal's Ctrl-C reaches it only
+    through us (once), not twice.
+    """
+    if os.name != "posix":
+        return {}
+    return {"start_new_session": True,
+            "preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)}
+
+
 def train_device_args(device: str) -> tuple[list[str], dict[str, str]]:
     """``napari-calf train`` arguments and environment for one device.
 
@@ -98,7 +112,8 @@ def iter_run_commands(
                 log = open(log_path, "ab")  # noqa: SIM115 - closed when the process ends
                 extra, env = device_args(dev)
                 proc = subprocess.Popen([*argv, *extra], stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env={**os.environ, **env})
+                                        stdin=subprocess.DEVNULL, env={**os.environ, **env},
+                                        **_child_signals())
                 running[name] = (proc, dev, log)
                 yield JobEvent(name, dev, "start", log=str(log_path))
             for name, (proc, dev, log) in list(running.items()):

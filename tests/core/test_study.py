@@ -7,6 +7,7 @@ everything runs in milliseconds (fake commands, hand-made evaluations).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -130,24 +131,30 @@ def test_scheduler_runs_one_command_per_device_at_a_time(tmp_path: Path) -> None
 
 
 def test_scheduler_stop_interrupts_running_commands(tmp_path: Path) -> None:
-    script = ("import signal, sys, time\n"
-              "def bye(*_):\n open(sys.argv[1], 'w').write('saved'); sys.exit(130)\n"
-              "signal.signal(signal.SIGINT, bye)\n"
+    # like `napari-calf train`: Ctrl-C (KeyboardInterrupt) saves the state, exits 130
+    script = ("import sys, time\n"
               "open(sys.argv[1] + '.up', 'w').write('up')\n"
-              "time.sleep(30)\n")
+              "try:\n time.sleep(30)\n"
+              "except KeyboardInterrupt:\n open(sys.argv[1], 'w').write('saved'); sys.exit(130)\n")
     marker = tmp_path / "state"
     jobs = [("long", [sys.executable, "-c", script, str(marker)]),
             ("never", [sys.executable, "-c", "pass"])]
     started = time.monotonic()
-    gen = iter_run_commands(jobs, ["cpu"], log_dir=tmp_path,
-                            device_args=lambda d: ([], {}),
-                            stop=lambda: Path(str(marker) + ".up").exists(), poll_s=0.05)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            codes = stop.value
-            break
+    # a study started in the background (nohup … &) inherits an ignored SIGINT; its
+    # trainings must still stop cleanly
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        gen = iter_run_commands(jobs, ["cpu"], log_dir=tmp_path,
+                                device_args=lambda d: ([], {}),
+                                stop=lambda: Path(str(marker) + ".up").exists(), poll_s=0.05)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                codes = stop.value
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert marker.read_text() == "saved"  # it got SIGINT and could save its state
     assert codes == {"long": 130}  # and the queued command never started
     assert time.monotonic() - started < 25
