@@ -204,6 +204,7 @@ class TrainLoop:
             (loss / self.micro).backward()
             part = loss.detach() / self.micro
             total = part if total is None else total + part
+        self.step_lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.optimizer.step()
         self.scheduler.step()
         return total
@@ -314,7 +315,7 @@ class TrainLoop:
                         epoch=self.epoch, epochs=t.epochs, step=self.step,
                         total_steps=self.total_steps, batch=self.batch,
                         batches=len(batches), loss=shown_loss,
-                        lr=float(self.scheduler.get_last_lr()[0]), images_per_s=ips, eta_s=eta,
+                        lr=self.step_lr, images_per_s=ips, eta_s=eta,
                     )
                 if stopped_by_user:
                     break

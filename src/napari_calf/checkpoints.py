@@ -217,8 +217,9 @@ def save_weights(
         state = state.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     # safetensors refuses tensors sharing memory; copies are cheap at checkpoint time
-    tensors = {k: (v.clone() if v.data_ptr() in _shared_ptrs(tensors) else v)
-               for k, v in tensors.items()}
+    shared = _shared_ptrs(tensors)
+    if shared:
+        tensors = {k: (v.clone() if v.data_ptr() in shared else v) for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
