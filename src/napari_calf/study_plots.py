@@ -89,9 +89,10 @@ def plot_dice_by_size(summary: dict[str, Any], path: str | Path) -> Path:
     return _save(fig, Canvas, Path(path))
 
 
-def plot_dice_vs_size(records: Sequence[Any], path: str | Path, *, bins: int = 10) -> Path:
+def plot_dice_vs_size(records: Sequence[Any], path: str | Path, *, bins: int = 10,
+                      min_per_bin: int = 3) -> Path:
     """Per-slice Dice against ground-truth ROI area (log x), per loss: a faint point per
-    slice (all seeds) and the mean in log-spaced bins. One panel per architecture."""
+    slice (all seeds) and the mean in log-spaced bins (of at least ``min_per_bin`` slices). One panel per architecture."""
     _mpl, Figure, Canvas = _pyplot()
     archs = list(dict.fromkeys(r.arch for r in records))
     losses = list(dict.fromkeys(r.loss for r in records))
@@ -121,8 +122,9 @@ def plot_dice_vs_size(records: Sequence[Any], path: str | Path, *, bins: int = 1
             area, dice = area[keep], dice[keep]
             ax.scatter(area, dice, s=5, alpha=0.18, color=colours[loss], linewidths=0)
             which = np.digitize(area, edges) - 1
-            means = [dice[which == k].mean() if np.any(which == k) else np.nan
-                     for k in range(len(centres))]
+            # a bin's mean is drawn only when it holds a few slices (one slice is no trend)
+            means = [dice[which == k].mean() if np.count_nonzero(which == k) >= min_per_bin
+                     else np.nan for k in range(len(centres))]
             ax.plot(centres, means, "-o", ms=3, color=colours[loss], label=loss)
         ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
