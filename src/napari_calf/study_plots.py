@@ -92,7 +92,8 @@ def plot_dice_by_size(summary: dict[str, Any], path: str | Path) -> Path:
 def plot_dice_vs_size(records: Sequence[Any], path: str | Path, *, bins: int = 10,
                       min_per_bin: int = 3) -> Path:
     """Per-slice Dice against ground-truth ROI area (log x), per loss: a faint point per
-    slice (all seeds) and the mean in log-spaced bins (of at least ``min_per_bin`` slices). One panel per architecture."""
+    slice (all seeds) and the mean in log-spaced bins (of at least ``min_per_bin``
+    slices). One panel per architecture."""
     _mpl, Figure, Canvas = _pyplot()
     archs = list(dict.fromkeys(r.arch for r in records))
     losses = list(dict.fromkeys(r.loss for r in records))
