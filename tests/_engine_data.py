@@ -43,3 +43,33 @@ def write_tiny_dataset(root: Path, n_cases: int = 3, seed: int = 0) -> Path:
             nib.save(nib.Nifti1Image(img, affine), folder / f"{case}_{m}.nii.gz")
         nib.save(nib.Nifti1Image(label, affine), folder / f"{case}_seg.nii.gz")
     return root
+
+
+def write_lps_case(root: Path, case_id: str, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A case stored in LPS orientation (x and y flipped on disk).
+
+    Returns the canonical (RAS) image arrays and label we expect after loading, and the
+    affine written to the files.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (40, 36, 12)
+    ras = {}
+    for m in MODALITIES:
+        a = np.zeros(shape, np.float32)
+        a[5:35, 4:32, :] = rng.normal(100, 20, size=(30, 28, 12)) + 200
+        ras[m] = a
+    label = np.zeros(shape, np.uint8)
+    label[8:14, 20:30, 5] = 2  # an off-centre blob on one axial slice: orientation shows
+    label[9:11, 21:23, 6] = 4
+    ras_affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    ras_affine[:3, 3] = (-40, -36, -18)
+    # LPS: flip x and y of the data; the affine maps flipped indices to the same points
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = shape[0] - 1, shape[1] - 1
+    lps_affine = ras_affine @ flip
+    folder = root / case_id
+    folder.mkdir(parents=True)
+    for m, a in ras.items():
+        nib.save(nib.Nifti1Image(a[::-1, ::-1].copy(), lps_affine), folder / f"{case_id}_{m}.nii.gz")
+    nib.save(nib.Nifti1Image(label[::-1, ::-1].copy(), lps_affine), folder / f"{case_id}_seg.nii.gz")
+    return ras, label, lps_affine

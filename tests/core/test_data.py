@@ -99,28 +99,9 @@ def test_cap_slices_per_case_is_seeded_subset() -> None:
 
 
 def _write_lps_case(root: Path, case_id: str, seed: int) -> tuple[dict, np.ndarray]:
-    """A case stored in LPS orientation; returns the RAS-canonical arrays we expect."""
-    rng = np.random.default_rng(seed)
-    shape = (40, 36, 12)
-    ras = {}
-    for m in ("t1", "t1ce", "t2", "flair"):
-        a = np.zeros(shape, np.float32)
-        a[5:35, 4:32, :] = rng.normal(100, 20, size=(30, 28, 12)) + 200
-        ras[m] = a
-    label = np.zeros(shape, np.uint8)
-    label[8:14, 20:30, 5] = 2  # an off-centre blob on one axial slice: orientation shows
-    label[9:11, 21:23, 6] = 4
-    ras_affine = np.diag([2.0, 2.0, 3.0, 1.0])
-    ras_affine[:3, 3] = (-40, -36, -18)
-    # LPS: flip x and y of the data; the affine maps flipped indices to the same points
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    flip[0, 3], flip[1, 3] = shape[0] - 1, shape[1] - 1
-    lps_affine = ras_affine @ flip
-    folder = root / case_id
-    folder.mkdir(parents=True)
-    for m, a in ras.items():
-        nib.save(nib.Nifti1Image(a[::-1, ::-1].copy(), lps_affine), folder / f"{case_id}_{m}.nii.gz")
-    nib.save(nib.Nifti1Image(label[::-1, ::-1].copy(), lps_affine), folder / f"{case_id}_seg.nii.gz")
+    from _engine_data import write_lps_case  # tests/_engine_data.py
+
+    ras, label, _affine = write_lps_case(root, case_id, seed)
     return ras, label
 
 
