@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._review_analysis import SliceRow
+from ._review_analysis import ERROR_COLOURS, FN, FP, TP, SliceRow
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,13 @@ def metrics_rows(review: ReviewResult, run_dir: Path | None) -> list[dict[str, A
         rows.append({"scope": "slice", "case": review.case, "slice": r.index, "dice": r.dice,
                      "gt_area_px": r.truth_area, "pred_area_px": r.pred_area})
     return rows
+
+
+def legend_html(counts: dict[str, int] | None) -> str:
+    """The error layer's colour key, with voxel counts once known (rich text)."""
+    parts = []
+    for cls, key, text in ((TP, "tp", "true positive"), (FP, "fp", "false positive"),
+                           (FN, "fn", "false negative")):
+        n = "" if counts is None else f" {counts[key]:,} vx"
+        parts.append(f"<span style='color:{ERROR_COLOURS[cls]}'>■</span> {text}{n}")
+    return " &nbsp; ".join(parts)

@@ -86,3 +86,15 @@ def describe_event(event: Any) -> UiUpdate:
         count = f" {event.current}/{event.total}" if event.total else ""
         return UiUpdate(status=f"{what}{count}{': ' + event.message if event.message else ''}")
     return UiUpdate()
+
+
+def duration_text(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 10 min``: for the progress bar."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

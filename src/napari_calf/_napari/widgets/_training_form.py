@@ -147,6 +147,8 @@ class TrainingForm(QWidget):
         self.selection = QLabel("")
         self.selection.setWordWrap(True)
         self.selection.setStyleSheet("color: #9fd8ff;")
+        # fixed: filled in when a run starts, and must not shift the plots below then
+        self.selection.setFixedHeight(2 * self.selection.fontMetrics().lineSpacing() + 4)
         layout.addRow("Loss", self.loss)
         layout.addRow("", self.selection)
 

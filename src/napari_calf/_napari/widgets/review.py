@@ -35,12 +35,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...errors import CalfError, CalfFileExistsError, CalfInputError
+from ...errors import CalfError, CalfInputError
 from ..reader import METADATA_KEY, canonical_to_layer, layer_to_canonical
 from ._layer_combo import LayerCombo
 from ._plots import ThemedPlot
 from ._review_analysis import ERROR_COLOURS, error_counts, error_map, slice_rows
-from ._review_state import ReviewResult, metrics_rows, run_summary
+from ._review_export import ReviewExportsMixin
+from ._review_state import ReviewResult, legend_html, run_summary
 from ._review_table import SliceTable
 from ._training_form import PathField
 
@@ -63,7 +64,7 @@ def _predict(run_dir: Path, images: list[np.ndarray]):
     return prediction.canonical_labels
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(ReviewExportsMixin, QWidget):
     """Review predictions (CALF).
 
     Parameters
@@ -124,7 +125,7 @@ class ReviewWidget(QWidget):
             self.metric_labels[key] = value
             grid.addWidget(QLabel(title), 0, i, Qt.AlignmentFlag.AlignCenter)
             grid.addWidget(value, 1, i)
-        self.counts_label = QLabel(self._legend_html(None))
+        self.counts_label = QLabel(legend_html(None))
         grid.addWidget(self.counts_label, 2, 0, 1, len(METRIC_NAMES))
 
         self.table = SliceTable()
@@ -369,7 +370,7 @@ class ReviewWidget(QWidget):
         for key, label in self.metric_labels.items():
             value = review.metrics.get(key)
             label.setText("–" if value is None else f"{value:.1f}" if key == "hd95_mm" else f"{value:.3f}")
-        self.counts_label.setText(self._legend_html(review.counts))
+        self.counts_label.setText(legend_html(review.counts))
         self.table.set_rows(review.rows)
         with_truth = [r for r in review.rows if r.truth_area > 0]
         if with_truth:
@@ -391,17 +392,6 @@ class ReviewWidget(QWidget):
             self.scatter.message("No tumour in the ground truth")
         self._update_buttons()
 
-    @staticmethod
-    def _legend_html(counts: dict[str, int] | None) -> str:
-        from ._review_analysis import FN, FP, TP
-
-        parts = []
-        for cls, key, text in ((TP, "tp", "true positive"), (FP, "fp", "false positive"),
-                               (FN, "fn", "false negative")):
-            n = "" if counts is None else f" {counts[key]:,} vx"
-            parts.append(f"<span style='color:{ERROR_COLOURS[cls]}'>■</span> {text}{n}")
-        return " &nbsp; ".join(parts)
-
     def _on_point(self, index: int) -> None:
         rows = getattr(self, "_scatter_rows", [])
         if 0 <= index < len(rows):
@@ -416,52 +406,6 @@ class ReviewWidget(QWidget):
         world = layer.data_to_world((index, 0, 0))
         axis = self.viewer.dims.ndim - layer.ndim  # layers may have fewer dims than the viewer
         self.viewer.dims.set_point(axis, float(world[0]))
-
-    # ------------------------------------------------------------------ exports
-
-    def save_prediction(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the prediction as NIfTI in the source file's orientation and affine.
-
-        Raises
-        ------
-        CalfFileExistsError
-            ``path`` exists and ``overwrite`` is False.
-        CalfInputError
-            No prediction yet.
-        """
-        from ..writer import write_labels
-
-        path = Path(path).expanduser()
-        if self.prediction_name not in self.viewer.layers:
-            raise CalfInputError(path, "cannot be written: there is no prediction yet.", "Predict first.")
-        if path.exists() and not overwrite:
-            raise CalfFileExistsError(path)
-        layer = self.viewer.layers[self.prediction_name]
-        meta = {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate}
-        return Path(write_labels(str(path), layer.data, meta)[0])
-
-    def save_metrics_csv(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the case metrics and the per-slice table as one CSV (a ``scope`` column tells them apart)."""
-        from ...checkpoints import write_csv_atomic
-
-        path = Path(path).expanduser()
-        if self.review is None:
-            raise CalfInputError(path, "cannot be written: no metrics yet.",
-                                 "Predict a case and choose its ground truth first.")
-        if path.exists() and not overwrite:
-            raise CalfFileExistsError(path)
-        return write_csv_atomic(path, metrics_rows(self.review, self.run_dir))
-
-    def _save_prediction_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save prediction", "prediction.nii.gz",
-                                              "NIfTI (*.nii.gz *.nii)")
-        if path:  # the dialog has asked before replacing a file
-            self._try(lambda: self.save_prediction(path, overwrite=True), "Saved prediction to")
-
-    def _save_metrics_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save metrics", "metrics.csv", "CSV (*.csv)")
-        if path:
-            self._try(lambda: self.save_metrics_csv(path, overwrite=True), "Saved metrics to")
 
     # ------------------------------------------------------------------ helpers
 

@@ -32,6 +32,8 @@ from qtpy.QtWidgets import (
 
 from ...errors import CalfError
 from ._training_curves import TrainingCurves
+from ._training_events import describe_event
+from ._training_events import duration_text as _duration
 from ._training_form import TrainingForm
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,6 @@ log = logging.getLogger(__name__)
 #: Longest wait for the training thread when the widget or the viewer closes. The core
 #: checks its stop callback at every batch, so this only runs out if one batch takes longer.
 CLOSE_WAIT_S = 30.0
-#: Curves are redrawn at most this often: matplotlib's draw costs tens of ms, and a
-#: redraw per batch would make the GUI lag on fast GPUs.
-REDRAW_INTERVAL_MS = 250
 
 
 def _run_training(config: Any, stop: threading.Event):
@@ -117,10 +116,16 @@ class TrainingWidget(QWidget):
         self.status = QLabel("Choose a dataset and an output folder, then Start.")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Labels whose text changes during a run keep a fixed height: a label growing by a
+        # line would resize the plots below, and a resized plot is a full (slow) redraw.
+        lines = self.status.fontMetrics().lineSpacing()
+        self.status.setFixedHeight(3 * lines + 4)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.curves = TrainingCurves(self, theme=str(getattr(napari_viewer, "theme", "dark")))
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.result_label.setFixedHeight(2 * lines + 4)
         self.review_button = QPushButton("Review this model")
         self.review_button.setEnabled(False)
         self.review_button.clicked.connect(self.review_model)
@@ -133,11 +138,6 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.curves.widget, 1)
         layout.addWidget(self.result_label)
         layout.addWidget(self.review_button)
-
-        self._redraw = QTimer(self)
-        self._redraw.setSingleShot(True)
-        self._redraw.setInterval(REDRAW_INTERVAL_MS)
-        self._redraw.timeout.connect(self.curves.draw)
 
         self._close_filter = _ViewerCloseFilter(self)
         self._watched_window: weakref.ref[QMainWindow] | None = None  # weak: never keep a closed window alive
@@ -251,7 +251,7 @@ class TrainingWidget(QWidget):
         self._last_error = None
         self._stop.clear()
         self._done.clear()
-        self.curves.clear()
+        self.curves.clear(config.train.epochs)
         self.form.selection.setText("")
         self.result_label.setText("")
         self.review_button.setEnabled(False)
@@ -304,8 +304,6 @@ class TrainingWidget(QWidget):
     # ------------------------------------------------------------------ worker slots (main thread)
 
     def _on_event(self, event: Any) -> None:
-        from ._training_events import describe_event
-
         update = describe_event(event)
         if update.epochs:
             self.curves.set_epochs(update.epochs)
@@ -323,8 +321,7 @@ class TrainingWidget(QWidget):
             show_info(update.notify)
         if update.curves:
             self.curves.add(**update.curves)
-            if not self._redraw.isActive():
-                self._redraw.start()
+            self.curves.request_draw()  # throttled: see _training_curves
 
     @staticmethod
     def _eta(update: Any) -> str:
@@ -409,13 +406,3 @@ class TrainingWidget(QWidget):
             self.stop_and_wait()
         return super().event(event)
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
