@@ -139,3 +139,36 @@ def test_headless_detection(monkeypatch, env, expected) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert demo.running_headless() is expected
+
+
+def test_demo_sets_up_the_main_job_on_its_embedded_dataset(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+) -> None:
+    """`make demo`: the analysis runs on the demo dataset, fine-tuning is filled in."""
+    from napari_calf import stats
+    from napari_calf.io import discover_cases
+
+    monkeypatch.setenv("NAPARI_CALF_DEMO_DIR", str(tmp_path))
+    dataset = demo.ensure_demo_dataset()
+    assert len(discover_cases(dataset)) == demo.DEMO_CASES
+    written = (dataset / "dataset.json").stat().st_mtime_ns
+    assert demo.ensure_demo_dataset() == dataset  # reused, not rewritten
+    assert (dataset / "dataset.json").stat().st_mtime_ns == written
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".phantom-")]
+
+    viewer = make_napari_viewer()
+    widgets: dict = {}
+    demo.dock_plugin_widgets(viewer, widgets)
+    analysis = demo.prime_main_job(widgets, dataset, tmp_path / "runs")
+    qtbot.waitUntil(lambda: analysis.worker is None and analysis.selection is not None,
+                    timeout=120_000)
+    expected = stats.select_transform(stats.dataset_areas(discover_cases(dataset)).stats())
+    assert analysis.selection.transform == expected.transform
+    assert analysis.stats.skewness == pytest.approx(expected.stats.skewness)
+
+    form = widgets[demo.TRAINING_WIDGET].form
+    assert form.data_dir.text() == str(dataset)
+    run_dir = Path(form.out_dir.text())
+    assert run_dir.parent == tmp_path / "runs" and not run_dir.exists()
+    assert form.encoder.currentText() == demo.DEMO_TRAINING["encoder"]
+    assert form.epochs.value() == demo.DEMO_TRAINING["epochs"]

@@ -5,6 +5,11 @@ Run as ``python -m napari_calf._napari.demo [--screenshot PATH] [--no-widgets]``
 - With a display it opens napari on the brain-tumour phantom (four modalities and the
   tumour labels, axial, on a slice through the tumour core) with every dock widget the
   plugin's manifest declares, tabbed on the right, and waits for the user.
+- The main job is set up on an embedded default: a small right-skewed phantom dataset
+  (written once to ``~/.cache/napari-calf/demo/``, reused later) is analysed in the
+  imbalance widget, and the fine-tuning widget is filled in with it and a small model
+  that reaches a useful Dice on a laptop CPU in a few minutes (the README's CLI recipe);
+  pressing Start trains it into a new run folder, and "Review this model" shows the result.
 - Headless (under ``xvfb-run``, with ``NAPARI_CALF_DEMO_HEADLESS=1``, or with
   ``--screenshot``) it draws the same window, saves a screenshot of it
   (``demo_screenshot.png`` by default), prints the path and exits.
@@ -84,8 +89,10 @@ def show_tumour_slice(viewer: Any, labels_name: str) -> int | None:
     return index
 
 
-def dock_plugin_widgets(viewer: Any) -> list[Any]:
+def dock_plugin_widgets(viewer: Any, widgets_out: dict[str, Any] | None = None) -> list[Any]:
     """Dock every widget the manifest declares, tabbed; returns the dock widgets.
+
+    ``widgets_out``, when given, receives each docked widget under its display name.
 
     Widgets are found through npe2, so ones added to ``napari.yaml`` later appear here
     without touching the demo. A widget that fails to load is reported and skipped.
@@ -102,12 +109,14 @@ def dock_plugin_widgets(viewer: Any) -> list[Any]:
     for contribution in manifest.contributions.widgets or []:
         name = contribution.display_name
         try:
-            dock, _ = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=bool(docked))
+            dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=bool(docked))
         except Exception as exc:  # a broken widget must not take the demo down
             print(f"napari-calf demo: could not open the widget {name!r} "
                   f"({type(exc).__name__}: {exc}); skipped.", file=sys.stderr)
             continue
         docked.append(dock)
+        if widgets_out is not None:
+            widgets_out[name] = widget
     _raise_first(docked)
     return docked
 
@@ -116,6 +125,76 @@ def _raise_first(docks: list[Any]) -> None:
     """Put the first declared widget (the analysis: where a user starts) on top of the tabs."""
     if docks:
         docks[0].raise_()
+
+
+#: The demo dataset: small enough to write in seconds, skewed enough for CALF to matter.
+DEMO_CASES = 8
+DEMO_SEED = 0
+DEMO_SKEW = "right"
+ANALYSIS_WIDGET = "Imbalance analysis (CALF)"
+TRAINING_WIDGET = "Fine-tune (CALF)"
+#: The README's five-minute CPU recipe (``napari-calf train … --encoder resnet18 …``).
+DEMO_TRAINING = {"encoder": "resnet18", "depth": 3, "epochs": 8, "batch_size": 16, "lr": 3e-3}
+
+
+def demo_root() -> Path:
+    """Where the demo keeps its dataset and runs (``NAPARI_CALF_DEMO_DIR`` overrides)."""
+    override = os.environ.get("NAPARI_CALF_DEMO_DIR")
+    return Path(override).expanduser() if override else Path("~/.cache/napari-calf/demo").expanduser()
+
+
+def ensure_demo_dataset(root: Path | None = None) -> Path:
+    """The demo's phantom dataset, written on first use and reused afterwards.
+
+    Written into a temporary sibling folder and renamed when complete, so an
+    interrupted first run never leaves a half dataset that later runs would trust.
+    """
+    import shutil
+    import tempfile
+
+    from .. import phantom
+    from ..events import Progress
+
+    root = root or demo_root()
+    folder = root / f"phantom-{DEMO_SKEW}-{DEMO_CASES}cases-seed{DEMO_SEED}"
+    if (folder / "dataset.json").is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".phantom-", dir=root))
+    try:
+        gen = phantom.write_dataset(tmp, DEMO_CASES, seed=DEMO_SEED, skew=DEMO_SKEW, overwrite=True)
+        for event in gen:
+            if isinstance(event, Progress):
+                print(f"napari-calf demo: writing the sample dataset, case {event.current}/{event.total}",
+                      file=sys.stderr)
+        if folder.exists():  # another demo finished first: keep theirs
+            return folder
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def prime_main_job(widgets: dict[str, Any], dataset: Path, runs_root: Path) -> Any:
+    """Point the analysis and fine-tuning widgets at ``dataset``; start the analysis.
+
+    Returns the analysis widget (or None when it is not docked).
+    """
+    analysis = widgets.get(ANALYSIS_WIDGET)
+    if analysis is not None:
+        analysis.set_dataset_folder(dataset)
+        analysis.run_analysis()
+    training = widgets.get(TRAINING_WIDGET)
+    if training is not None:
+        form = training.form
+        form.data_dir.setText(str(dataset))
+        form.out_dir.setText(str(runs_root / time.strftime("run-%Y%m%d-%H%M%S")))
+        form.encoder.setCurrentText(DEMO_TRAINING["encoder"])
+        form.depth.setValue(DEMO_TRAINING["depth"])
+        form.epochs.setValue(DEMO_TRAINING["epochs"])
+        form.batch_size.setValue(DEMO_TRAINING["batch_size"])
+        form.lr.setValue(DEMO_TRAINING["lr"])
+    return analysis
 
 
 def _settle(seconds: float) -> None:
@@ -128,8 +207,12 @@ def _settle(seconds: float) -> None:
         time.sleep(0.02)
 
 
-def build_viewer(*, widgets: bool = True) -> Any:
-    """A napari viewer with the phantom sample loaded (and the widgets docked)."""
+def build_viewer(*, widgets: bool = True, main_job: bool = True) -> tuple[Any, Any]:
+    """A napari viewer with the phantom sample loaded (and the widgets docked).
+
+    With ``main_job`` the widgets are set up on the demo dataset (see module docstring).
+    Returns the viewer and the analysis widget running on the demo dataset (or None).
+    """
     _make_torch_safe()
     import napari
 
@@ -142,12 +225,31 @@ def build_viewer(*, widgets: bool = True) -> Any:
     viewer.dims.ndisplay = 2
     viewer.reset_view()
     show_tumour_slice(viewer, LABELS_NAME)
-    docks = dock_plugin_widgets(viewer) if widgets else []
+    by_name: dict[str, Any] = {}
+    docks = dock_plugin_widgets(viewer, by_name) if widgets else []
+    analysis = None
+    if widgets and main_job:
+        try:
+            dataset = ensure_demo_dataset()
+            analysis = prime_main_job(by_name, dataset, demo_root() / "runs")
+        except Exception as exc:  # the demo still shows the sample case
+            print(f"napari-calf demo: could not prepare the demo dataset ({type(exc).__name__}: "
+                  f"{exc}); the widgets start empty.", file=sys.stderr)
     # Tabs settle only once the window is shown: raise the first again then.
     from qtpy.QtCore import QTimer
 
     QTimer.singleShot(0, lambda: _raise_first(docks))
-    return viewer
+    return viewer, analysis
+
+
+def _wait_for_analysis(analysis: Any, timeout_s: float = 120.0) -> None:
+    """Headless: let the analysis worker finish so the screenshot shows its histogram."""
+    if analysis is None:
+        return
+    end = time.monotonic() + timeout_s
+    while getattr(analysis, "worker", None) is not None and time.monotonic() < end:
+        _settle(0.1)
+    _settle(0.5)
 
 
 def save_screenshot(viewer: Any, path: Path) -> Path:
@@ -178,6 +280,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="save a screenshot of the window to PATH and exit (headless use)")
     parser.add_argument("--no-widgets", action="store_true",
                         help="do not dock the plugin's widgets")
+    parser.add_argument("--no-dataset", action="store_true",
+                        help="do not write/analyse the demo dataset; widgets start empty")
     return parser.parse_args(argv)
 
 
@@ -187,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(NO_DISPLAY_MESSAGE, file=sys.stderr)
         return 1
     headless = args.screenshot is not None or running_headless()
-    viewer = build_viewer(widgets=not args.no_widgets)
+    viewer, analysis = build_viewer(widgets=not args.no_widgets, main_job=not args.no_dataset)
     if not headless:
         import napari
 
@@ -197,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shot.parent.mkdir(parents=True, exist_ok=True)
     viewer.window.show()
     _settle(SETTLE_S)
+    _wait_for_analysis(analysis)
     save_screenshot(viewer, shot)
     print(f"napari-calf demo: screenshot saved to {shot}")
     viewer.close()

@@ -120,6 +120,17 @@ class AnalysisWidget(QWidget):
         self.transform_plot.set_theme(theme)
         self._refresh_views()
 
+    # -- source ---------------------------------------------------------------------------
+    def dataset_folder(self) -> str | None:
+        """The dataset folder this widget measures, or None when it measures Labels layers."""
+        folder = self.folder_edit.text().strip()
+        return folder if self.folder_radio.isChecked() and folder else None
+
+    def set_dataset_folder(self, folder: str | Path) -> None:
+        """Measure ``folder`` (a dataset in any layout the core discovers) on the next run."""
+        self.folder_edit.setText(str(folder))
+        self.folder_radio.setChecked(True)
+
     # -- running --------------------------------------------------------------------------
     def _status(self, message: str, *, error: bool = False, notify: bool = True) -> None:
         """Status line; errors are red and also a napari notification."""

@@ -175,13 +175,7 @@ class TrainingWidget(QWidget):
         except ImportError:  # the analysis widget is optional for training
             return None
         for widget in window.findChildren(AnalysisWidget):
-            getter = getattr(widget, "dataset_folder", None)
-            if callable(getter):
-                folder = getter()
-            else:  # the analysis widget's folder field, when it measures a folder
-                edit, radio = getattr(widget, "folder_edit", None), getattr(widget, "folder_radio", None)
-                use = edit is not None and (radio is None or radio.isChecked())
-                folder = edit.text().strip() if use else ""
+            folder = widget.dataset_folder()
             if folder and Path(folder).expanduser().is_dir():
                 return str(folder)
         return None
