@@ -187,10 +187,12 @@ def _load_inputs(case_or_arrays: Any, wanted: Sequence[str]) -> tuple[list[np.nd
             _check_same_grid(vols[0], v)
         return [v.data for v in vols], vols[0], Path(obj[0]).name
     if isinstance(obj, Mapping):
+        from .io import Volume
+
         values = _order_modalities(obj, wanted, None)
-        vols = [v if hasattr(v, "data") else None for v in values]
-        arrays = [np.asarray(v.data if hasattr(v, "data") else v, dtype=np.float32) for v in values]
-        return arrays, vols[0], "arrays"
+        arrays = [np.asarray(v.data if isinstance(v, Volume) else v, dtype=np.float32)
+                  for v in values]
+        return arrays, values[0] if isinstance(values[0], Volume) else None, "arrays"
     if isinstance(obj, np.ndarray) and obj.ndim == 4:
         return [np.asarray(c, dtype=np.float32) for c in obj], None, "array"
     raise CalfConfigError(
