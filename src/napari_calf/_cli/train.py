@@ -148,7 +148,23 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import CalfFileExistsError
 
         raise CalfFileExistsError(args.json)  # before hours of training, not after
-    gen = iter_train(config)
+    # First Ctrl-C: stop cleanly at the next batch (best + last checkpoints and resume state
+    # kept); a second one aborts at once.
+    interrupts = {"n": 0}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupts["n"] += 1
+        if interrupts["n"] > 1:
+            raise KeyboardInterrupt
+        tqdm.write("Stopping at the next batch (press Ctrl-C again to abort now) ...")
+
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    gen = iter_train(config, stop=lambda: interrupts["n"] > 0)
     bar = None
     prep = None
     prep_stage = None
@@ -202,6 +218,11 @@ def run(args: argparse.Namespace) -> int:
         for b in (bar, prep):
             if b is not None:
                 b.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if result.stopped_by_user:
+        print(f"Stopped by request. Continue with: napari-calf train --resume {result.run_dir}",
+              file=sys.stderr)
     why = ("stopped early (no improvement for "
            f"{config.train.patience} epochs)" if result.stopped_early else
            "stopped" if result.stopped_by_user else "finished")
