@@ -8,9 +8,6 @@ from typing import Any
 
 from ._engine import add_json_arg, fmt, positive_int
 
-CASE_COLUMNS = ("dice", "iou", "precision", "recall", "hd95_mm", "fp_rate_empty_slices")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
@@ -33,60 +30,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything ``evaluate`` reports (JSON-safe)."""
-    import numpy as np
-    from tqdm.auto import tqdm
+    """Everything ``evaluate`` reports (JSON-safe), from :func:`evaluation.iter_evaluate_run`
+    (the same loop the comparison study uses)."""
+    from ..evaluation import CASE_METRIC_KEYS, iter_evaluate_run
+    from ..metrics import SIZE_BUCKETS
+    from . import drain_with_tqdm
 
-    from ..errors import CalfInputError
-    from ..events import drain
-    from ..inference import iter_predict_volume, load_run
-    from ..io import discover_cases, load_case
-    from ..metrics import SIZE_BUCKETS, bucket_summary, case_metrics, per_slice_dice
-    from ..stats import binary_target
-
-    run_ = load_run(args.run_dir)
-    target = run_.preprocessing.get("target", "wt")
-    cases = [c for c in discover_cases(args.data) if c.label is not None]
-    if not cases:
-        raise CalfInputError(args.data, "holds no case with a label file to evaluate against.",
-                             "give a folder of labelled cases (each with a *_seg.nii.gz).")
-    split = ((run_.card.get("data") or {}).get("split") or {})
-    trained_on = set(split.get("train") or [])
-    edges = ((run_.card.get("size_buckets") or {}).get("edges"))
-    rows: list[dict[str, Any]] = []
-    slice_cols: dict[str, list[np.ndarray]] = {"dice": [], "gt_area": [], "pred_area": []}
-    for case in tqdm(cases, desc="evaluate", unit="case", disable=args.no_progress):
-        loaded = load_case(case, require_label=True)
-        pred = drain(iter_predict_volume(run_, loaded, batch_size=args.batch_size,
-                                         device=args.device))
-        gt = binary_target(loaded.label.data, target, case.label_convention)  # type: ignore[union-attr]
-        mask = pred.canonical_labels.astype(bool)
-        spacing = loaded.label.spacing  # type: ignore[union-attr]
-        row = {"case_id": case.case_id, "in_training_split": case.case_id in trained_on,
-               **case_metrics(mask, gt, spacing)}
-        rows.append(row)
-        cols = per_slice_dice(mask, gt)
-        for key in slice_cols:
-            slice_cols[key].append(np.asarray(cols[key]))
-    joined = {k: np.concatenate(v) for k, v in slice_cols.items()}
-    buckets = bucket_summary(joined, edges if edges and edges[1] > 0 else None)
+    ev = drain_with_tqdm(
+        iter_evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, device=args.device),
+        "evaluate", disable=args.no_progress,
+    )
+    rows = ev.cases
     held_out = [r for r in rows if not r["in_training_split"]]
     return {
         "run": str(args.run_dir),
-        "data": str(Path(args.data).resolve()),
-        "target": target,
+        "data": ev.data_dir,
+        "target": ev.target,
         "cases": rows,
-        "mean": _means(rows),
-        "mean_held_out": _means(held_out) if held_out and len(held_out) < len(rows) else None,
+        "mean": _means(rows, CASE_METRIC_KEYS),
+        "mean_held_out": (_means(held_out, CASE_METRIC_KEYS)
+                          if held_out and len(held_out) < len(rows) else None),
         "n_in_training_split": len(rows) - len(held_out),
-        "size_buckets": buckets,
+        "size_buckets": ev.bucket_summary(),
         "bucket_names": list(SIZE_BUCKETS),
     }
 
 
-def _means(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+def _means(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    for key in CASE_COLUMNS:
+    for key in keys:
         values = [r[key] for r in rows if r.get(key) is not None]
         out[key] = float(sum(values) / len(values)) if values else None
     return out
