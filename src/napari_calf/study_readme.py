@@ -78,7 +78,9 @@ def readme_text(summary: dict[str, Any], records: Sequence[Any], table: str) -> 
         "",
         "Dice, IoU and HD95 are 3D per-case metrics averaged over the validation cases; the "
         "FP rate is the share of tumour-free validation slices on which the model predicted "
-        "any tumour (lower is better); size-bucket columns are mean per-slice Dice.",
+        "any tumour (lower is better); size-bucket columns are mean per-slice Dice. A seed "
+        "whose validation cases have no slice in a bucket is left out of that bucket's mean "
+        "(no ± when only one seed remains; — when none).",
         "",
         "## Paired comparison",
         "",
