@@ -88,6 +88,23 @@ def _labelled_in_channels(data_dir: str) -> int:
     return len(cases[0].images)
 
 
+def import_engine() -> None:
+    """Import everything a run imports lazily (torch, smp, the engine's own modules).
+
+    The engine keeps torch and smp out of module import time so that napari and the CLI
+    start fast. A GUI calls this in a background thread when its training widget opens:
+    imports hold the GIL for long stretches, and done at Start they would stall the GUI.
+    """
+    import importlib
+
+    for name in ("torch", "segmentation_models_pytorch", "scipy.ndimage", "scipy.stats", "nibabel"):
+        importlib.import_module(name)
+    for name in ("_train_loop", "models", "run_card", "training_data", "slice_store", "data",
+                 "augment", "batches", "validation", "devices", "losses", "metrics", "io",
+                 "discovery", "inference"):
+        importlib.import_module(f"{__package__}.{name}")
+
+
 def iter_train(config: RunConfig, *, stop: StopCallback | None = None) -> Generator[Any, None, TrainResult]:
     """Train a segmentation model as ``config`` says.
 

@@ -59,9 +59,69 @@ def _run_training(config: Any, stop: threading.Event):
     if threads > 1:
         torch.set_num_threads(threads - 1)
     try:
-        return (yield from training.iter_train(config, stop=stop.is_set))
+        with _gc_frozen():
+            return (yield from training.iter_train(config, stop=stop.is_set))
     finally:
         torch.set_num_threads(threads)
+
+
+_frozen_runs = 0
+_frozen_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _gc_frozen():
+    """Keep Python's full garbage collections short while a run is going.
+
+    With torch, smp and napari loaded the heap holds millions of objects, and a full
+    (generation 2) collection walks them all with the GIL held: 300-450 ms in which
+    napari cannot draw, triggered at random by the run's allocations. ``gc.freeze()``
+    moves what exists at the start of the run out of the collector's sight; ``unfreeze``
+    hands it back when the last run ends, so cyclic garbage from before is only
+    collected later, never leaked.
+    """
+    import gc
+
+    global _frozen_runs
+    with _frozen_lock:
+        if _frozen_runs == 0:
+            gc.freeze()
+        _frozen_runs += 1
+    try:
+        yield
+    finally:
+        with _frozen_lock:
+            _frozen_runs -= 1
+            if _frozen_runs == 0:
+                gc.unfreeze()
+
+
+def _import_training_stack() -> None:
+    """Import torch, smp and the engine in a background thread when the widget opens.
+
+    Importing a module holds the GIL for long stretches (unmarshalling bytecode, loading
+    extension modules): done by the training thread at Start, the ~1,200 modules of
+    torch/smp/timm froze napari's GUI for 150-300 ms at a time. Done here, while the user
+    fills in the form, the run itself starts warm.
+    """
+    from .._gl_safety import ensure_torch_safe_with_gl
+
+    ensure_torch_safe_with_gl()  # before anything could pull in triton
+    from ... import training
+
+    training.import_engine()
+
+
+def _start_preload(done: threading.Event) -> None:
+    def work() -> None:
+        try:
+            _import_training_stack()
+        except Exception:  # a broken install shows up, with a message, when training starts
+            log.debug("preloading the training stack failed", exc_info=True)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="napari-calf-preload", daemon=True).start()
 
 
 class _ViewerCloseFilter(QObject):
@@ -97,6 +157,9 @@ class TrainingWidget(QWidget):
         self._done.set()
         self._t0 = 0.0
         self._last_error: str | None = None
+        #: Set once torch, smp and the engine are imported (see ``_import_training_stack``).
+        self.preloaded = threading.Event()
+        _start_preload(self.preloaded)
 
         self.form = TrainingForm(self)
         self.form.use_analysed.clicked.connect(self.use_analysed_dataset)
