@@ -1,6 +1,6 @@
 """Plots of the loss comparison study (PNG, matplotlib's Agg backend, no display needed).
 
-matplotlib comes with the GUI extra; it is imported here only, when a report is written,
+matplotlib is a core dependency but imported here only, when a report is written,
 and a missing install is reported with the command that fixes it.
 """
 
