@@ -31,7 +31,7 @@ RULE_TRANSFORMS: tuple[str, ...] = ("fisher", "logit", "arcsine", "log10", "ln",
 RULE_SOURCES: tuple[str, ...] = ("paper", "assumption", "fallback")
 
 # (bound field, inclusive-flag field, quantity symbol, kind) for every bound a rule can hold.
-_BOUNDS: tuple[tuple[str, str, str, str], ...] = (
+RULE_BOUNDS: tuple[tuple[str, str, str, str], ...] = (
     ("s_min", "s_min_inclusive", "S", "min"),
     ("s_max", "s_max_inclusive", "S", "max"),
     ("abs_s_min", "abs_s_min_inclusive", "|S|", "min"),
@@ -123,7 +123,7 @@ class Rule:
             )
         if not isinstance(self.note, str):
             raise CalfConfigError(f"note must be text, got {type(self.note).__name__}.")
-        for bound, flag, symbol, _kind in _BOUNDS:
+        for bound, flag, symbol, _kind in RULE_BOUNDS:
             value = getattr(self, bound)
             if value is not None:
                 # bool is an int subclass; True as a threshold is always a typo.
@@ -164,7 +164,7 @@ class Rule:
     def matches(self, skewness: float, kurtosis: float) -> bool:
         """Whether S = ``skewness`` and K = ``kurtosis`` satisfy every bound of this row."""
         values = self._values(skewness, kurtosis)
-        for bound, flag, symbol, kind in _BOUNDS:
+        for bound, flag, symbol, kind in RULE_BOUNDS:
             limit = getattr(self, bound)
             if limit is None:
                 continue
@@ -181,7 +181,7 @@ class Rule:
     @property
     def is_catch_all(self) -> bool:
         """True for a row without bounds ("otherwise")."""
-        return all(getattr(self, bound) is None for bound, *_ in _BOUNDS)
+        return all(getattr(self, bound) is None for bound, *_ in RULE_BOUNDS)
 
     def _parts(self, values: Mapping[str, float] | None) -> list[str]:
         """One clause per bounded quantity, e.g. ``−1 < S ≤ −0.5``, optionally with numbers."""
@@ -222,7 +222,7 @@ class Rule:
         out: dict[str, Any] = {"transform": self.transform, "source": self.source}
         if self.note:
             out["note"] = self.note
-        for bound, flag, *_ in _BOUNDS:
+        for bound, flag, *_ in RULE_BOUNDS:
             value = getattr(self, bound)
             if value is not None:
                 out[bound] = value

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CalfInputError
-from .rules import DEFAULT_RULES, RULE_SOURCES, RULE_TRANSFORMS, Rule, Selection, select_transform
+from .rules import DEFAULT_RULES, RULE_BOUNDS, RULE_SOURCES, RULE_TRANSFORMS, Rule, Selection, select_transform
 from .rules_io import (
     format_rules,
     load_rules,
@@ -38,6 +38,7 @@ from .rules_io import (
 
 __all__ = [
     "DEFAULT_RULES",
+    "RULE_BOUNDS",
     "RULE_SOURCES",
     "RULE_TRANSFORMS",
     "TARGETS",

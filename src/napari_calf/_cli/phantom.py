@@ -5,29 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._engine import non_negative_int, positive_int
+
 # Kept in sync with napari_calf.phantom.SKEW_PRESETS (not imported here: building the
 # parser must stay fast, and the phantom module pulls in scipy and nibabel).
 SKEW_CHOICES = ("right", "symmetric", "left")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small (at least 1)")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative (use 0 or more)")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path,
                         help="new or empty folder to write the cases into")
-    parser.add_argument("--cases", type=_positive_int, default=12, metavar="N",
+    parser.add_argument("--cases", type=positive_int, default=12, metavar="N",
                         help="number of cases (default 12)")
-    parser.add_argument("--seed", type=_seed, default=0, metavar="S",
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                         help="random seed; the same seed gives identical data (default 0)")
     parser.add_argument("--skew", choices=SKEW_CHOICES, default="right",
                         help="lesion-size preset (default right)")

@@ -33,18 +33,12 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import CalfConfigError, CalfError
-from ...stats import DEFAULT_RULES, RULE_SOURCES, RULE_TRANSFORMS, Rule, load_rules, save_rules, validate_rules
+from ...stats import DEFAULT_RULES, RULE_BOUNDS, RULE_SOURCES, RULE_TRANSFORMS, Rule, load_rules, save_rules, validate_rules
 
-# (Rule field, its inclusive flag, header text, "min"|"max")
-BOUND_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
-    ("s_min", "s_min_inclusive", "S from", "min"),
-    ("s_max", "s_max_inclusive", "S up to", "max"),
-    ("abs_s_min", "abs_s_min_inclusive", "|S| from", "min"),
-    ("abs_s_max", "abs_s_max_inclusive", "|S| up to", "max"),
-    ("k_min", "k_min_inclusive", "K from", "min"),
-    ("k_max", "k_max_inclusive", "K up to", "max"),
-    ("abs_k_min", "abs_k_min_inclusive", "|K| from", "min"),
-    ("abs_k_max", "abs_k_max_inclusive", "|K| up to", "max"),
+# (Rule field, its inclusive flag, header text, "min"|"max"), one per bound the core knows
+BOUND_COLUMNS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (bound, flag, f"{symbol} {'from' if kind == 'min' else 'up to'}", kind)
+    for bound, flag, symbol, kind in RULE_BOUNDS
 )
 #: The transform comes first so it stays in view when the bounds scroll sideways.
 TRANSFORM_COLUMN = 0
