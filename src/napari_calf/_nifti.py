@@ -8,13 +8,12 @@ problem and the fix. Public names are re-exported by :mod:`napari_calf.io`.
 from __future__ import annotations
 
 import gzip
-import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CalfFileExistsError, CalfInputError
+from .errors import CalfInputError
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
@@ -181,13 +180,3 @@ def check_affine(affine: np.ndarray, path: Path) -> np.ndarray:
     return affine
 
 
-def move_no_clobber(tmp: Path, path: Path) -> None:
-    """Move into place unless ``path`` appeared meanwhile (a hard link fails atomically)."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError as exc:
-        raise CalfFileExistsError(path) from exc
-    except OSError:  # filesystems without hard links: the exists() check above must do
-        if path.exists():
-            raise CalfFileExistsError(path) from None
-        os.replace(tmp, path)

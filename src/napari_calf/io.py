@@ -15,10 +15,7 @@ This module never imports torch, napari or Qt.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +27,6 @@ from ._nifti import (
     check_affine,
     is_nifti_path,
     label_dtype_for,
-    move_no_clobber,
     nifti_stem,
     open_nifti,
     read_array,
@@ -38,6 +34,7 @@ from ._nifti import (
     storable_array,
 )
 from .errors import CalfFileExistsError, CalfInputError
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -306,20 +303,9 @@ def save_volume(
     img.header.set_sform(affine, code=1)
     img.header.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
     # The temp name keeps the suffix: nibabel decides on gzip from it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         nib.save(img, str(tmp))
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            move_no_clobber(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     log.debug("wrote %s %s %s", path, data.shape, data.dtype)
     return path
 

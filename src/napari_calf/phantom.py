@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._phantom_anatomy import template, template_notice, warp, warp_params
+from .files import write_text_atomic
 from .errors import CalfConfigError, CalfFileExistsError, CalfInputError
 from .events import Progress
 
@@ -319,19 +318,6 @@ def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str,
     return cases
 
 
-def _atomic_write_text(path: Path, text: str, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise CalfFileExistsError(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_metadata(out_dir: Path, n_cases: int, seed: int, skew: str, summary: dict,
                     per_case: list[dict], overwrite: bool) -> None:
     from . import __version__
@@ -355,7 +341,7 @@ def _write_metadata(out_dir: Path, n_cases: int, seed: int, skew: str, summary: 
         "anatomy_template": "MNI ICBM152 non-linear symmetric 2009a (Fonov et al., NeuroImage 2009)",
         "template_notice": notice,
     }
-    _atomic_write_text(out_dir / "dataset.json", json.dumps(meta, indent=2) + "\n", overwrite)
+    write_text_atomic(out_dir / "dataset.json", json.dumps(meta, indent=2) + "\n", overwrite=overwrite)
     readme = (
         "# CALF brain-tumour phantom (synthetic)\n\n"
         f"{n_cases} synthetic cases written by napari-calf {__version__} "
@@ -366,4 +352,4 @@ def _write_metadata(out_dir: Path, n_cases: int, seed: int, skew: str, summary: 
         "core, 2 oedema, 4 enhancing tumour). Details and per-slice tumour-area statistics: "
         "`dataset.json`.\n\n## Template notice\n\n" + notice
     )
-    _atomic_write_text(out_dir / "README.md", readme, overwrite)
+    write_text_atomic(out_dir / "README.md", readme, overwrite=overwrite)

@@ -8,11 +8,10 @@ and the problem; files are written atomically and never replaced unless asked.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .files import write_text_atomic
 from .errors import CalfConfigError, CalfFileExistsError, CalfInputError
 from .rules import DEFAULT_RULES, Rule
 
@@ -125,14 +124,7 @@ def save_rules(rules: Iterable[Rule], path: str | Path, *, overwrite: bool = Fal
             path, "the folder to write the rule table into does not exist.",
             "create the folder first or choose another path.",
         )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text, overwrite=overwrite)
     return path
 
 

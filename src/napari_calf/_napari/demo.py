@@ -254,20 +254,13 @@ def _wait_for_analysis(analysis: Any, timeout_s: float = 120.0) -> None:
 
 def save_screenshot(viewer: Any, path: Path) -> Path:
     """Screenshot of the whole window (widgets included) to ``path``, written atomically."""
-    import tempfile
-
     from napari.utils.io import imsave
 
+    from ..files import atomic_path
+
     image = viewer.screenshot(canvas_only=False, flash=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png",
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        imsave(tmp, image)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        imsave(str(tmp), image)
     return path
 
 

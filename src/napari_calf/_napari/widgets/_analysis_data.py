@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import io as _stdio
 import json
-import os
-import tempfile
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ... import files
 from ...errors import CalfFileExistsError, CalfInputError
 from ...events import Progress
 from ...stats import DatasetAreas, FilterResult, iter_dataset_areas
@@ -210,14 +209,7 @@ def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = False) -
         raise CalfFileExistsError(path)
     if not path.parent.is_dir():
         raise CalfInputError(path.parent, "folder does not exist.", "create it or choose another folder.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_text_atomic(path, text, overwrite=overwrite)
     return path
 
 
