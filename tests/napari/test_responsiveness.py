@@ -7,29 +7,15 @@ arrive late. The largest gap between beats is printed (run with ``-s`` to see it
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
-import pytest
 from qtpy.QtCore import QTimer
 
-from napari_calf import phantom
-from napari_calf.events import drain
 
 BEAT_MS = 50
 #: A user notices a stall from about a quarter second on.
 MAX_GAP_S = 0.25
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three phantom cases (BraTS-2021 layout), shared with the other widget tests."""
-    out = tmp_path_factory.getbasetemp() / "calf-phantom3"
-    if not (out / "dataset.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        drain(phantom.write_dataset(out, 3, seed=0, skew="right"))
-    return out
 
 
 def test_gui_heartbeat_keeps_beating_during_training(

@@ -8,30 +8,17 @@ status line, and no training thread left behind when the viewer closes.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_calf import phantom
 from napari_calf.checkpoints import BEST_WEIGHTS, RUN_CARD, read_run_card
-from napari_calf.events import drain
 from napari_calf.training_events import EpochEnd, TrainStep
 
 WIDGET = ("napari-calf", "Fine-tune (CALF)")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 RUN_TIMEOUT_MS = 240_000  # generous: CI cores are shared
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three phantom cases (BraTS-2021 layout), shared with the other widget tests."""
-    out = tmp_path_factory.getbasetemp() / "calf-phantom3"
-    if not (out / "dataset.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        drain(phantom.write_dataset(out, 3, seed=0, skew="right"))
-    return out
 
 
 def _open(make_napari_viewer):
