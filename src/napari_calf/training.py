@@ -137,7 +137,6 @@ def iter_train(config: RunConfig, *, stop: StopCallback | None = None) -> Genera
         Non-finite loss (names epoch and step; the last good checkpoint is kept) or out
         of GPU memory (suggests a smaller batch).
     """
-    import torch
 
     from ._train_loop import TrainLoop
     from .models import build_model, count_parameters

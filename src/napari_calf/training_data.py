@@ -11,7 +11,6 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from .config import RunConfig
 from .data import CaseSplit, cap_slices_per_case, slices_by_case, split_cases
