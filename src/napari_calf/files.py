@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import CalfFileExistsError
+from .errors import CalfFileExistsError, CalfInputError
 
 
 def _umask() -> int:
@@ -44,11 +44,15 @@ def atomic_path(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     writers that pick a format from the name behave. A crash or an exception leaves
     ``path`` as it was and removes the temporary file. With ``overwrite=False`` an
     existing ``path`` raises :class:`~napari_calf.errors.CalfFileExistsError`, checked
-    before writing and again, atomically, when moving into place.
+    before writing and again, atomically, when moving into place. A missing folder raises
+    :class:`~napari_calf.errors.CalfInputError` naming it.
     """
     path = Path(path)
     if not overwrite and path.exists():
         raise CalfFileExistsError(path)
+    if not path.parent.is_dir():
+        raise CalfInputError(path.parent, "the folder to write into does not exist.",
+                             "create it first or choose another folder.")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-2:]),
                                dir=path.parent)
     os.close(fd)

@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .errors import CalfConfigError, CalfInputError
 from .files import write_text_atomic
-from .errors import CalfConfigError, CalfFileExistsError, CalfInputError
 from .rules import DEFAULT_RULES, Rule
 
 #: Version of the JSON layout written by :func:`rules_to_json`.
@@ -117,13 +117,6 @@ def save_rules(rules: Iterable[Rule], path: str | Path, *, overwrite: bool = Fal
     """
     path = Path(path)
     text = rules_to_json(rules)
-    if path.exists() and not overwrite:
-        raise CalfFileExistsError(path)
-    if not path.parent.is_dir():
-        raise CalfInputError(
-            path, "the folder to write the rule table into does not exist.",
-            "create the folder first or choose another path.",
-        )
     write_text_atomic(path, text, overwrite=overwrite)
     return path
 

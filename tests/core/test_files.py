@@ -49,3 +49,10 @@ def test_no_overwrite_unless_asked(tmp_path) -> None:
     write_text_atomic(target, "theirs", overwrite=True)
     assert target.read_text() == "theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_missing_folder_is_named_with_a_fix(tmp_path) -> None:
+    from napari_calf.errors import CalfInputError
+
+    with pytest.raises(CalfInputError, match=r"nowhere.*does not exist.*Fix: create it"):
+        write_text_atomic(tmp_path / "nowhere" / "stats.json", "{}")

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ... import files
-from ...errors import CalfFileExistsError, CalfInputError
+from ...errors import CalfInputError
 from ...events import Progress
 from ...stats import DatasetAreas, FilterResult, iter_dataset_areas
 
@@ -192,25 +191,6 @@ def slices_csv_text(areas: DatasetAreas, result: FilterResult | None) -> str:
     writer.writeheader()
     writer.writerows(slice_rows(areas, result))
     return buffer.getvalue()
-
-
-def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = False) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``.
-
-    Raises
-    ------
-    CalfFileExistsError
-        ``path`` exists and ``overwrite`` is False.
-    CalfInputError
-        The folder does not exist.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise CalfFileExistsError(path)
-    if not path.parent.is_dir():
-        raise CalfInputError(path.parent, "folder does not exist.", "create it or choose another folder.")
-    files.write_text_atomic(path, text, overwrite=overwrite)
-    return path
 
 
 def stats_payload(

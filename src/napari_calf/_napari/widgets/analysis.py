@@ -23,6 +23,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QWidget
 
 from ...errors import CalfError
+from ...files import write_text_atomic
 from ...stats import (
     DatasetAreas,
     FilterResult,
@@ -40,7 +41,6 @@ from ._analysis_data import (
     stats_payload,
     transform_view,
     transform_view_title,
-    write_text_atomic,
 )
 from ._analysis_ui import ALL_LAYERS, build_analysis_ui
 from ._plots import histogram_bin_of, theme_colours
