@@ -250,7 +250,10 @@ def test_tiny_affine_difference_is_tolerated(tmp_path):
     nudged = AFFINE.copy()
     nudged[0, 3] = 1e-4  # float32 header round-off is far smaller than 1e-3 mm
     _write(folder / "c1_flair.nii.gz", affine=nudged)
-    load_case(discover_cases(tmp_path)[0])
+    loaded = load_case(discover_cases(tmp_path)[0])
+    assert set(loaded.images) == {"t1", "t1ce", "t2", "flair"}
+    assert loaded.label is not None
+    assert all(v.data.shape == loaded.label.data.shape for v in loaded.images.values())
 
 
 def test_same_grid_stored_in_another_orientation_is_accepted(tmp_path):

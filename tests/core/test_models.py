@@ -88,4 +88,8 @@ def test_default_builds_without_any_download(monkeypatch) -> None:
         raise AssertionError("build_model downloaded weights without being asked")
 
     monkeypatch.setattr(enc, "hf_hub_download", forbidden)
-    build_model("fpn", "resnet18", 4)
+    model = build_model("fpn", "resnet18", 4)
+    import torch
+
+    with torch.no_grad():  # a usable 4-channel, 1-class network: logits per pixel
+        assert model.eval()(torch.zeros(1, 4, 64, 64)).shape == (1, 1, 64, 64)
