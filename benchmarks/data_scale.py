@@ -21,11 +21,12 @@ from pathlib import Path
 
 
 def child(data: str, n: int, cache: str) -> None:
-    from napari_calf.data import slices_by_case
+    from napari_calf.engine.data import slices_by_case
     from napari_calf.events import drain
-    from napari_calf.io import discover_cases
-    from napari_calf.slice_store import iter_build_slice_store
-    from napari_calf.stats import filter_slices, iter_dataset_areas
+    from napari_calf.io.discovery import discover_cases
+    from napari_calf.engine.slice_store import iter_build_slice_store
+    from napari_calf.calf.filtering import filter_slices
+    from napari_calf.calf.areas import iter_dataset_areas
 
     t0 = time.perf_counter()
     cases = discover_cases(data)[:n]
@@ -52,7 +53,7 @@ def main() -> None:
         data = args.data or Path(tmp) / "phantom"
         if not (data.exists() and any(data.iterdir())):
             from napari_calf.events import drain
-            from napari_calf.phantom import write_dataset
+            from napari_calf.phantom.dataset import write_dataset
 
             t0 = time.perf_counter()
             drain(write_dataset(data, max(args.sizes), seed=0))

@@ -24,10 +24,10 @@ import numpy as np
 def main() -> None:
     import torch
 
-    from napari_calf.data import padding_for, stack_modalities
-    from napari_calf.devices import configure_for_speed, select_device
-    from napari_calf.inference import LoadedRun, predict_volume
-    from napari_calf.models import build_model
+    from napari_calf.engine.data import padding_for, stack_modalities
+    from napari_calf.engine.devices import configure_for_speed, select_device
+    from napari_calf.engine.inference import LoadedRun, predict_volume
+    from napari_calf.engine.models import build_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from napari_calf.losses import TRANSFORMS, CALFLoss
+from napari_calf.calf.losses import TRANSFORMS, CALFLoss
 
 GOAL = 1.5
 

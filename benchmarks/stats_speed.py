@@ -4,7 +4,7 @@ Both sides get the same in-memory label volumes (BraTS-sized, 240 x 240 x 155,
 uint8, labels 0/1/2/4) and compute the whole-tumour area of every axial slice
 and S, K of the non-zero areas:
 
-- ours: ``napari_calf.stats.dataset_areas`` + ``imbalance_stats`` (which also keep
+- ours: ``napari_calf.calf.stats.dataset_areas`` + ``imbalance_stats`` (which also keep
   case ids, slice indices, empty counts and validate their input);
 - peer: ``labels > 0``, then ``np.count_nonzero`` per slice in a Python loop,
   then ``scipy.stats.skew`` / ``kurtosis`` (the reference the goal is set against);
@@ -28,7 +28,8 @@ import time
 import numpy as np
 from scipy import stats as sps
 
-from napari_calf.stats import dataset_areas, imbalance_stats
+from napari_calf.calf.areas import dataset_areas
+from napari_calf.calf.stats import imbalance_stats
 
 SHAPE = (240, 240, 155)
 

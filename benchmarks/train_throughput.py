@@ -71,15 +71,16 @@ def bare_loop(args, device) -> float:
 
 
 def our_loop(args, device) -> float:
-    from napari_calf._train_loop import TrainLoop
+    from napari_calf.engine._train_loop import TrainLoop
     from napari_calf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from napari_calf.data import CaseSplit
-    from napari_calf.models import build_model, count_parameters
-    from napari_calf.run_card import model_info
-    from napari_calf.slice_store import SliceStore
-    from napari_calf.stats import DEFAULT_RULES, imbalance_stats, select_transform
-    from napari_calf.training_data import PreparedData
-    from napari_calf.training_events import TrainStep
+    from napari_calf.engine.data import CaseSplit
+    from napari_calf.engine.models import build_model, count_parameters
+    from napari_calf.engine.run_card import model_info
+    from napari_calf.engine.slice_store import SliceStore
+    from napari_calf.calf.rules import DEFAULT_RULES, select_transform
+    from napari_calf.calf.stats import imbalance_stats
+    from napari_calf.engine.training_data import PreparedData
+    from napari_calf.engine.training_events import TrainStep
 
     import torch
 
@@ -125,7 +126,7 @@ def our_loop(args, device) -> float:
 def main() -> None:
     import torch
 
-    from napari_calf.devices import configure_for_speed, select_device
+    from napari_calf.engine.devices import configure_for_speed, select_device
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")

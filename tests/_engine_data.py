@@ -1,6 +1,6 @@
 """A tiny BraTS-2021-style dataset for the engine tests (trains in seconds on a CPU).
 
-The phantom (``napari_calf.phantom``) is realistic but 80×98 per slice; engine tests
+The phantom (``napari_calf.phantom.dataset``) is realistic but 80×98 per slice; engine tests
 that only need *learnable* data use these 48×48×10 cases: a noisy elliptical "brain" in
 four channels, and on a few slices a blob that is brighter in every channel, labelled
 with BraTS-2021 labels (2 edema around 1 core with 4 enhancing in the middle).

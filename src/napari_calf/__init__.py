@@ -1,7 +1,7 @@
 """napari-calf: CALF, a conditionally adaptive loss for class-imbalanced segmentation.
 
 Importing the package is instant on purpose: it holds the version only. The core
-lives in submodules (``napari_calf.io``, ``.stats``, ``.losses`` …) that import
+lives in submodules (``napari_calf.io.volumes``, ``.stats``, ``.losses`` …) that import
 torch and friends lazily, and napari/Qt code lives in ``napari_calf._napari``.
 """
 

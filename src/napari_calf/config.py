@@ -261,7 +261,7 @@ class RunConfig:
         Replace an existing non-empty run folder.
     resume : str or None
         Continue the run in this folder (its own config is used; see
-        :func:`napari_calf.training.resume_config`).
+        :func:`napari_calf.engine.training.resume_config`).
     """
 
     data: DataConfig

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_calf import phantom
+from napari_calf.phantom import dataset as phantom
 from napari_calf.events import drain
 
 if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):

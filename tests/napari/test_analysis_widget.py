@@ -17,18 +17,15 @@ import pytest
 from qtpy.QtCore import QPoint, Qt
 from scipy import stats as sps
 
-from napari_calf import phantom
+from napari_calf.phantom import dataset as phantom
 from napari_calf.errors import CalfFileExistsError
 from napari_calf.events import drain
-from napari_calf.io import discover_cases
-from napari_calf.stats import (
-    DEFAULT_RULES,
-    dataset_areas,
-    filter_slices,
-    imbalance_stats,
-    rules_from_json,
-    select_transform,
-)
+from napari_calf.io.discovery import discover_cases
+from napari_calf.calf.rules import DEFAULT_RULES, select_transform
+from napari_calf.calf.areas import dataset_areas
+from napari_calf.calf.filtering import filter_slices
+from napari_calf.calf.stats import imbalance_stats
+from napari_calf.calf.rules_io import rules_from_json
 
 WIDGET = ("napari-calf", "Imbalance analysis (CALF)")
 REPO = Path(__file__).resolve().parents[2]

@@ -13,14 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_calf._napari.reader import (
-    METADATA_KEY,
-    canonical_to_layer,
-    get_reader,
-    layer_to_canonical,
-)
+from napari_calf._napari.reader import METADATA_KEY, canonical_to_layer, get_reader, layer_to_canonical
 from napari_calf.errors import CalfInputError
-from napari_calf.io import MODALITIES_2021
+from napari_calf.io.volumes import MODALITIES_2021
 
 SHAPE = (12, 14, 10)  # stored (x, y, z)
 PLUGIN = "napari-calf"

@@ -5,14 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_calf._napari.widgets._review_analysis import (
-    FN,
-    FP,
-    TP,
-    error_counts,
-    error_map,
-    slice_rows,
-)
+from napari_calf._napari.widgets._review_analysis import FN, FP, TP, error_counts, error_map, slice_rows
 
 
 def test_error_map_classes_match_a_hand_worked_example() -> None:
@@ -54,7 +47,7 @@ from pathlib import Path  # noqa: E402
 
 from qtpy.QtCore import Qt  # noqa: E402
 
-from napari_calf import phantom  # noqa: E402
+from napari_calf.phantom import dataset as phantom  # noqa: E402
 from napari_calf.errors import CalfFileExistsError  # noqa: E402
 from napari_calf.events import drain  # noqa: E402
 
@@ -86,7 +79,7 @@ def run_dir(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     shows, is a training case: the screenshot demonstrates the widget, not generalisation
     (the held-out case still reaches validation Dice ~0.9).
     """
-    from napari_calf import training
+    from napari_calf.engine import training
     from napari_calf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     base = tmp_path_factory.mktemp("review")
@@ -106,13 +99,13 @@ def run_dir(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _case_id(dataset: Path) -> str:
-    from napari_calf.io import discover_cases
+    from napari_calf.io.discovery import discover_cases
 
     return discover_cases(dataset)[0].case_id
 
 
 def _case_folder(dataset: Path) -> Path:
-    from napari_calf.io import discover_cases
+    from napari_calf.io.discovery import discover_cases
 
     return discover_cases(dataset)[0].folder
 
@@ -147,9 +140,11 @@ def test_review_overlays_the_prediction_and_counts_errors_like_the_core(
 ) -> None:
     import nibabel as nib
 
-    from napari_calf import inference, metrics
+    from napari_calf.engine import inference
+    from napari_calf.calf import metrics
     from napari_calf._napari.reader import canonical_to_layer, layer_to_canonical
-    from napari_calf.io import discover_cases, load_volume
+    from napari_calf.io.discovery import discover_cases
+    from napari_calf.io.volumes import load_volume
 
     viewer, widget = _predicted(qtbot, make_napari_viewer, dataset, run_dir)
     case = discover_cases(dataset)[0]

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from napari_calf import phantom
+from napari_calf.phantom import dataset as phantom
 from napari_calf._napari import demo
 from napari_calf._napari.reader import layer_to_canonical
 from napari_calf._napari.sample_data import LABELS_NAME
@@ -145,8 +145,8 @@ def test_demo_sets_up_the_main_job_on_its_embedded_dataset(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ) -> None:
     """`make demo`: the analysis runs on the demo dataset, fine-tuning is filled in."""
-    from napari_calf import stats
-    from napari_calf.io import discover_cases
+    from napari_calf import calf
+    from napari_calf.io.discovery import discover_cases
 
     monkeypatch.setenv("NAPARI_CALF_DEMO_DIR", str(tmp_path))
     dataset = demo.ensure_demo_dataset()
@@ -162,7 +162,7 @@ def test_demo_sets_up_the_main_job_on_its_embedded_dataset(
     analysis = demo.prime_main_job(widgets, dataset, tmp_path / "runs")
     qtbot.waitUntil(lambda: analysis.worker is None and analysis.selection is not None,
                     timeout=120_000)
-    expected = stats.select_transform(stats.dataset_areas(discover_cases(dataset)).stats())
+    expected = calf.select_transform(calf.imbalance_stats(calf.dataset_areas(discover_cases(dataset))))
     assert analysis.selection.transform == expected.transform
     assert analysis.stats.skewness == pytest.approx(expected.stats.skewness)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_calf import cli
+from napari_calf._cli import main as cli
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -19,7 +19,7 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
     try:
         from test_cli_compare import TRAIN_OPTS, write_tiny_dataset
     finally:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_calf.checkpoints import BEST_WEIGHTS, RUN_CARD, read_run_card
-from napari_calf.training_events import EpochEnd, TrainStep
+from napari_calf.engine.checkpoints import BEST_WEIGHTS, RUN_CARD, read_run_card
+from napari_calf.engine.training_events import EpochEnd, TrainStep
 
 WIDGET = ("napari-calf", "Fine-tune (CALF)")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -49,8 +49,8 @@ def _wait_done(qtbot, widget) -> None:
 def test_widget_opens_from_the_manifest_with_the_core_choices(make_napari_viewer) -> None:
     import torch
 
-    from napari_calf.losses import LOSS_NAMES
-    from napari_calf.models import ARCHITECTURES
+    from napari_calf.calf.losses import LOSS_NAMES
+    from napari_calf.engine.models import ARCHITECTURES
 
     _viewer, widget = _open(make_napari_viewer)
     f = widget.form
@@ -97,7 +97,7 @@ def test_training_from_the_widget_shows_progress_curves_and_writes_a_checkpoint(
     assert widget.review_button.isEnabled() and not widget.stop_button.isEnabled()
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    from napari_calf.io import discover_cases
+    from napari_calf.io.discovery import discover_cases
     viewer.open(str(discover_cases(dataset)[0].folder), plugin="napari-calf")
     viewer.window.resize(1500, 1000)
     qtbot.wait(200)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TARGETS = ("wt", "tc", "et")  # = napari_calf.stats.TARGETS (not imported: keeps --help fast)
+TARGETS = ("wt", "tc", "et")  # = napari_calf.calf.stats.TARGETS (not imported: keeps --help fast)
 
 
 def positive_int(text: str) -> int:
@@ -103,7 +103,8 @@ def write_json_output(target: str | None, data: Any, *, overwrite: bool = False)
     """Write ``data`` to ``target`` (``'-'``: stdout) as JSON; never clobber unless asked."""
     if not target:
         return
-    from ..checkpoints import _jsonable, write_text_atomic
+    from ..engine.checkpoints import _jsonable
+    from ..io.files import write_text_atomic
     from ..errors import CalfFileExistsError
 
     text = json.dumps(data, indent=2, default=_jsonable, allow_nan=False)

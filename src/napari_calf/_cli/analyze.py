@@ -38,9 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def analyze(args: argparse.Namespace) -> dict[str, Any]:
     """Compute everything ``analyze`` reports (JSON-safe dict)."""
-    from ..io import discover_cases
-    from ..stats import DEFAULT_RULES, filter_slices, iter_dataset_areas, load_rules
-    from ..stats import select_transform
+    from ..io.discovery import discover_cases
+    from ..calf.rules import DEFAULT_RULES
+    from ..calf.filtering import filter_slices
+    from ..calf.areas import iter_dataset_areas
+    from ..calf.stats import imbalance_stats
+    from ..calf.rules_io import load_rules
+    from ..calf.rules import select_transform
     from . import drain_with_tqdm
 
     rules = tuple(load_rules(args.rules)) if args.rules else tuple(DEFAULT_RULES)
@@ -52,7 +56,7 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
     filt = filter_slices(areas, empty_fraction=args.empty_fraction, min_area=args.min_area,
                          outlier_iqr=args.outlier_iqr, drop_outliers=args.drop_outliers,
                          seed=args.seed)
-    stats = filt.apply(areas).stats()
+    stats = imbalance_stats(filt.apply(areas))
     selection = select_transform(stats, rules)
     report = [r for r in filt.report if not (r["action"] == "dropped" and r["area"] == 0)]
     return {
@@ -75,7 +79,7 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_rule_table(rules: Any, matched: int | None) -> str:
     """The rule table with the matched row marked by an arrow."""
-    from ..stats import format_rules
+    from ..calf.rules_io import format_rules
 
     lines = format_rules(rules).splitlines()
     out = []
@@ -86,7 +90,8 @@ def format_rule_table(rules: Any, matched: int | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..stats import DEFAULT_RULES, load_rules
+    from ..calf.rules import DEFAULT_RULES
+    from ..calf.rules_io import load_rules
     from ._engine import clean_json, write_json_output
 
     result = analyze(args)

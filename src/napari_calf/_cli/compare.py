@@ -143,7 +143,7 @@ def config_from_argv(args: argparse.Namespace, argv: list[str]) -> Any:
 def make_plan(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]]]:
     """The study plan and each run's train argv; checks they describe the same runs."""
     from ..errors import CalfConfigError
-    from ..study import plan_study
+    from ..study.compare import plan_study
 
     if args.data is None or args.out is None:
         raise CalfConfigError("compare needs DATA and --out STUDY (or --collect STUDY). "
@@ -198,9 +198,9 @@ def study_info(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
 
 
 def write_plan(args: argparse.Namespace, plan: Any, argvs: dict[str, list[str]]) -> Path:
-    from ..checkpoints import write_json_atomic
+    from ..engine.checkpoints import write_json_atomic
     from ..errors import CalfFileExistsError
-    from ..study import write_study_json
+    from ..study.compare import write_study_json
 
     path = Path(args.plan).expanduser()
     if path.exists() and not args.overwrite:
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Wrote {len(plan.runs)} run command(s) to {path}. Run them anywhere (one per "
               f"job), then: napari-calf compare --collect {plan.study_dir}")
         return 0
-    from ..study import check_run_matches, write_study_json
+    from ..study.compare import check_run_matches, write_study_json
 
     for r in plan.runs:
         check_run_matches(r)
@@ -268,8 +268,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_in_process(args: argparse.Namespace, plan: Any) -> int:
     from tqdm.auto import tqdm
 
-    from ..study import StudyRunEvent, iter_run_study
-    from ..training_events import EpochEnd, TrainStarted, TrainStep
+    from ..study.compare import StudyRunEvent, iter_run_study
+    from ..engine.training_events import EpochEnd, TrainStarted, TrainStep
 
     gen = iter_run_study(plan)
     bar = None
@@ -319,11 +319,11 @@ def _run_in_process(args: argparse.Namespace, plan: Any) -> int:
 
 
 def _run_concurrently(args: argparse.Namespace, plan: Any, argvs: dict[str, list[str]]) -> int:
-    from ..study import LOGS_DIR, run_status
-    from ..study_jobs import iter_run_commands
+    from ..study.compare import LOGS_DIR, run_status
+    from ..study.jobs import iter_run_commands
 
     devices = _split_names(args.devices, "--devices")
-    exe = [sys.executable, "-m", "napari_calf.cli", "train"]
+    exe = [sys.executable, "-m", "napari_calf._cli.main", "train"]
     jobs = []
     for r in plan.runs:
         status = run_status(r.run_dir)
@@ -363,8 +363,8 @@ def _run_concurrently(args: argparse.Namespace, plan: Any, argvs: dict[str, list
 
 
 def collect(args: argparse.Namespace, study_dir: Path) -> int:
-    from ..study import iter_collect, read_study_json
-    from ..study_report import write_report
+    from ..study.compare import iter_collect, read_study_json
+    from ..study.report import write_report
     from . import drain_with_tqdm
 
     study_dir = Path(study_dir).expanduser().resolve()

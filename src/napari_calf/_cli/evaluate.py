@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Everything ``evaluate`` reports (JSON-safe), from :func:`evaluation.iter_evaluate_run`
     (the same loop the comparison study uses)."""
-    from ..evaluation import CASE_METRIC_KEYS, iter_evaluate_run
-    from ..metrics import SIZE_BUCKETS
+    from ..study.evaluation import CASE_METRIC_KEYS, iter_evaluate_run
+    from ..calf.metrics import SIZE_BUCKETS
     from . import drain_with_tqdm
 
     ev = drain_with_tqdm(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ._engine import non_negative_int, positive_int
 
-# Kept in sync with napari_calf.phantom.SKEW_PRESETS (not imported here: building the
+# Kept in sync with napari_calf.phantom.dataset.SKEW_PRESETS (not imported here: building the
 # parser must stay fast, and the phantom module pulls in scipy and nibabel).
 SKEW_CHOICES = ("right", "symmetric", "left")
 
@@ -42,8 +42,10 @@ def _fmt(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..phantom import write_dataset
-    from ..stats import dataset_areas, imbalance_stats, select_transform
+    from ..phantom.dataset import write_dataset
+    from ..calf.areas import dataset_areas
+    from ..calf.stats import imbalance_stats
+    from ..calf.rules import select_transform
     from . import drain_with_tqdm
 
     gen = write_dataset(args.out_dir, args.cases, seed=args.seed, skew=args.skew,

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..errors import CalfConfigError, CalfFileExistsError
-    from ..inference import iter_predict_volume, load_run
+    from ..engine.inference import iter_predict_volume, load_run
     from . import drain_with_tqdm
     from ._engine import clean_json, write_json_output
 

@@ -7,17 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._engine import (
-    add_filter_args,
-    add_json_arg,
-    add_target_args,
-    fmt,
-    non_negative_float,
-    non_negative_int,
-    open_fraction,
-    positive_float,
-    positive_int,
-)
+from ._engine import add_filter_args, add_json_arg, add_target_args, fmt, non_negative_float, non_negative_int, open_fraction, positive_float, positive_int
 
 LOSS_CHOICES = ("calf", "fisher", "logit", "arcsine", "log10", "ln", "bce-dice", "bce", "dice",
                 "focal", "tversky", "lovasz")  # = losses.LOSS_NAMES (not imported: fast --help)
@@ -97,7 +87,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise CalfConfigError("--resume continues in its own folder; leave out --out.")
-        from ..training import resume_config
+        from ..engine.training import resume_config
 
         device = args.device if args.device != "auto" else None
         return resume_config(args.resume, epochs=args.epochs, device=device)
@@ -139,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..events import Progress
-    from ..training import iter_train
-    from ..training_events import EpochEnd, TrainNotice, TrainStarted, TrainStep
+    from ..engine.training import iter_train
+    from ..engine.training_events import EpochEnd, TrainNotice, TrainStarted, TrainStep
     from ._engine import clean_json, write_json_output
 
     config = build_config(args)

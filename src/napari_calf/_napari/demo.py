@@ -152,7 +152,7 @@ def ensure_demo_dataset(root: Path | None = None) -> Path:
     import shutil
     import tempfile
 
-    from .. import phantom
+    from ..phantom import dataset as phantom
     from ..events import Progress
 
     root = root or demo_root()
@@ -256,7 +256,7 @@ def save_screenshot(viewer: Any, path: Path) -> Path:
     """Screenshot of the whole window (widgets included) to ``path``, written atomically."""
     from napari.utils.io import imsave
 
-    from ..files import atomic_path
+    from ..io.files import atomic_path
 
     image = viewer.screenshot(canvas_only=False, flash=False)
     with atomic_path(path) as tmp:

@@ -1,6 +1,6 @@
 """napari reader: NIfTI files and case folders (BraTS 2017-2021/2023+, nnU-Net raw, generic).
 
-A thin adapter over :mod:`napari_calf.io`. What it does for the user:
+A thin adapter over :mod:`napari_calf.io.volumes`. What it does for the user:
 
 - A case folder opens as one image layer per modality (only the FLAIR-like one visible,
   so the stack does not hide itself) and a labels layer with the case's annotation. All
@@ -93,7 +93,7 @@ def layer_scale_translate(
     grid. An oblique (rotated) grid is shown unrotated: every layer of a case shares the
     grid, so they still overlay exactly.
     """
-    from ..io import affine_spacing
+    from ..io.volumes import affine_spacing
 
     sx, sy, sz = affine_spacing(affine)
     ox, oy, oz = (float(v) for v in np.asarray(affine)[:3, 3])
@@ -117,7 +117,7 @@ def canonical_affine_from_layer(
 
 
 def volume_metadata(volume: Any, **extra: Any) -> dict[str, Any]:
-    """``layer.metadata`` entry for a :class:`~napari_calf.io.Volume` (plain lists: JSON-safe)."""
+    """``layer.metadata`` entry for a :class:`~napari_calf.io.volumes.Volume` (plain lists: JSON-safe)."""
     return {
         METADATA_KEY: {
             "path": None if volume.path is None else str(volume.path),
@@ -137,7 +137,7 @@ def volume_metadata(volume: Any, **extra: Any) -> dict[str, Any]:
 
 
 def _handles_file(path: Path) -> bool:
-    from ..io import is_nifti_path
+    from ..io._nifti import is_nifti_path
 
     return is_nifti_path(path)
 
@@ -147,7 +147,7 @@ def _handles_folder(path: Path) -> bool:
 
     Cheap on purpose (names only): napari asks every reader about every folder opened.
     """
-    from ..io import is_nifti_path
+    from ..io._nifti import is_nifti_path
 
     try:
         if (path / "imagesTr").is_dir() or (path / "imagesTs").is_dir():
@@ -199,8 +199,8 @@ def read_paths(path: str | Sequence[str]) -> list[LayerData]:
 
 
 def _looks_like_label(path: Path) -> bool:
-    from ..discovery import LABEL_WORDS
-    from ..io import nifti_stem
+    from ..io.discovery import LABEL_WORDS
+    from ..io._nifti import nifti_stem
 
     stem = nifti_stem(path).lower()
     return any(word in stem for word in LABEL_WORDS)
@@ -262,7 +262,8 @@ def _labels_layer(volume: Any, name: str, convention: str | None = None,
 
 def read_file(path: Path) -> list[LayerData]:
     """One NIfTI file -> one image layer (channels split), or one labels layer."""
-    from ..io import load_volume, nifti_stem
+    from ..io.volumes import load_volume
+    from ..io._nifti import nifti_stem
 
     name = nifti_stem(path)
     if _looks_like_label(path):
@@ -280,7 +281,7 @@ def read_file(path: Path) -> list[LayerData]:
 
 def read_folder(path: Path) -> list[LayerData]:
     """A case folder -> its modalities and label; a dataset folder -> its first case."""
-    from ..io import discover_cases
+    from ..io.discovery import discover_cases
 
     cases = discover_cases(path)
     if len(cases) > 1:
@@ -307,8 +308,8 @@ def _modality_label(case: Any, modality: str) -> str:
 
 
 def read_case(case: Any) -> list[LayerData]:
-    """A :class:`~napari_calf.discovery.Case` -> image layers (one per modality) + labels."""
-    from ..io import load_case
+    """A :class:`~napari_calf.io.discovery.Case` -> image layers (one per modality) + labels."""
+    from ..io.discovery import load_case
 
     loaded = load_case(case)
     visible = _first_visible(case, list(loaded.images))

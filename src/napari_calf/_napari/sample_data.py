@@ -12,12 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .reader import (
-    DISPLAY_CONVENTION,
-    METADATA_KEY,
-    canonical_to_layer,
-    layer_scale_translate,
-)
+from .reader import DISPLAY_CONVENTION, METADATA_KEY, canonical_to_layer, layer_scale_translate
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -58,7 +53,7 @@ def _contrast_limits(image: np.ndarray, brain: np.ndarray) -> tuple[float, float
 
 
 def sample_layers(case: Any) -> list[LayerData]:
-    """Layer data tuples for a :class:`~napari_calf.phantom.PhantomCase`.
+    """Layer data tuples for a :class:`~napari_calf.phantom.dataset.PhantomCase`.
 
     Four image layers (``t1``, ``t1ce``, ``t2``, ``flair``; grey, only FLAIR visible) and
     one labels layer, all sharing ``scale`` and ``translate`` so they overlay.
@@ -103,6 +98,6 @@ def sample_layers(case: Any) -> list[LayerData]:
 
 def make_sample_case() -> list[LayerData]:
     """npe2 sample-data command ``napari-calf.sample_case``."""
-    from ..phantom import sample_case
+    from ..phantom.dataset import sample_case
 
     return sample_layers(sample_case())

@@ -19,19 +19,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import CalfInputError
-from .reader import (
-    DISPLAY_CONVENTION,
-    METADATA_KEY,
-    canonical_affine_from_layer,
-    layer_to_canonical,
-)
+from .reader import DISPLAY_CONVENTION, METADATA_KEY, canonical_affine_from_layer, layer_to_canonical
 
 log = logging.getLogger(__name__)
 
 
 def _source_volume(canonical: np.ndarray, info: dict[str, Any]):  # -> Volume | None
     """The source grid recorded by the reader, if it still fits this layer's data."""
-    from ..io import Volume
+    from ..io.volumes import Volume
 
     try:
         shape = tuple(int(n) for n in info["shape"])[:3]
@@ -78,7 +73,8 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     CalfInputError
         Not 3D, or not a NIfTI file name.
     """
-    from ..io import label_dtype_for, save_like, save_volume
+    from ..io._nifti import label_dtype_for
+    from ..io.volumes import save_like, save_volume
 
     if isinstance(data, (list, tuple)):  # multiscale: the full-resolution level
         data = data[0]

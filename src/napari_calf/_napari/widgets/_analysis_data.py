@@ -17,7 +17,8 @@ import numpy as np
 
 from ...errors import CalfInputError
 from ...events import Progress
-from ...stats import DatasetAreas, FilterResult, iter_dataset_areas
+from ...calf.areas import DatasetAreas, iter_dataset_areas
+from ...calf.filtering import FilterResult
 
 #: Clip of the normalised sizes in the transform view (T is infinite at 0 or 1 for some T).
 TRANSFORM_VIEW_EPS = 1e-3
@@ -134,7 +135,7 @@ def measure_folder(
 
     Returns the areas and a map case id → case folder (to open a case for review).
     """
-    from ...io import discover_cases
+    from ...io.discovery import discover_cases
 
     folder = Path(folder)
     if not folder.is_dir():

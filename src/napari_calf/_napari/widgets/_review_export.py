@@ -44,7 +44,7 @@ class ReviewExportsMixin:
 
     def save_metrics_csv(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the case metrics and the per-slice table as one CSV (a ``scope`` column tells them apart)."""
-        from ...checkpoints import write_csv_atomic
+        from ...engine.checkpoints import write_csv_atomic
 
         path = Path(path).expanduser()
         if self.review is None:

@@ -1,6 +1,6 @@
 """The CALF selection rule table as an editable Qt table (CALF_METHOD §3).
 
-Rows are :class:`napari_calf.stats.Rule` objects; columns are the transform, the
+Rows are :class:`napari_calf.calf.stats.Rule` objects; columns are the transform, the
 eight optional bounds (S, |S|, K, |K|, each from below and above) and the source.
 A bound cell holds a number with an optional comparison: ``≥ -1`` / ``> -1`` in a
 "from" column, ``≤ -0.5`` / ``< -0.5`` in an "up to" column; a bare number means
@@ -33,7 +33,8 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import CalfConfigError, CalfError
-from ...stats import DEFAULT_RULES, RULE_BOUNDS, RULE_SOURCES, RULE_TRANSFORMS, Rule, load_rules, save_rules, validate_rules
+from ...calf.rules import DEFAULT_RULES, RULE_BOUNDS, RULE_SOURCES, RULE_TRANSFORMS, Rule
+from ...calf.rules_io import load_rules, save_rules, validate_rules
 
 # (Rule field, its inclusive flag, header text, "min"|"max"), one per bound the core knows
 BOUND_COLUMNS: tuple[tuple[str, str, str, str], ...] = tuple(

@@ -1,4 +1,4 @@
-"""What each event of :func:`napari_calf.training.iter_train` changes in the widget.
+"""What each event of :func:`napari_calf.engine.training.iter_train` changes in the widget.
 
 A pure mapping from the core's events to a small :class:`UiUpdate` (no Qt here), so the
 widget's slot stays short and the wording of the status line lives in one place.
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...events import Progress
-from ...training_events import EpochEnd, TrainNotice, TrainStarted, TrainStep
+from ...engine.training_events import EpochEnd, TrainNotice, TrainStarted, TrainStep
 from ._training_curves import DICE_ALL, DICE_SMALL, TRAIN_LOSS, VAL_LOSS
 
 

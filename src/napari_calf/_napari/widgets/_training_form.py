@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from ...models import ARCHITECTURES
+from ...engine.models import ARCHITECTURES
 
 #: Encoders offered in the list (the field is editable: any smp encoder name works and is
 #: checked when the run starts). Listing all ~800 names needs smp imported (seconds), so
@@ -43,7 +43,7 @@ COMMON_ENCODERS: tuple[str, ...] = (
 def _loss_names() -> tuple[str, ...]:
     # losses imports torch; the widget needs torch to train anyway, and by the time a
     # user opens it napari has started, so this costs nothing at start-up.
-    from ...losses import LOSS_NAMES
+    from ...calf.losses import LOSS_NAMES
 
     return LOSS_NAMES
 

@@ -23,25 +23,13 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QWidget
 
 from ...errors import CalfError
-from ...files import write_text_atomic
-from ...stats import (
-    DatasetAreas,
-    FilterResult,
-    ImbalanceStats,
-    Selection,
-    filter_slices,
-    imbalance_stats,
-    rules_to_json,
-    select_transform,
-)
-from ._analysis_data import (
-    measure_folder,
-    measure_layers,
-    slices_csv_text,
-    stats_payload,
-    transform_view,
-    transform_view_title,
-)
+from ...io.files import write_text_atomic
+from ...calf.areas import DatasetAreas
+from ...calf.filtering import FilterResult, filter_slices
+from ...calf.stats import ImbalanceStats, imbalance_stats
+from ...calf.rules import Selection, select_transform
+from ...calf.rules_io import rules_to_json
+from ._analysis_data import measure_folder, measure_layers, slices_csv_text, stats_payload, transform_view, transform_view_title
 from ._analysis_ui import ALL_LAYERS, build_analysis_ui
 from ._plots import histogram_bin_of, theme_colours
 
@@ -216,7 +204,7 @@ class AnalysisWidget(QWidget):
 
     # -- the cheap part: filter, statistics, rule ---------------------------------------
     def filter_settings(self) -> dict[str, Any]:
-        """The filtering controls as :func:`~napari_calf.stats.filter_slices` arguments."""
+        """The filtering controls as :func:`~napari_calf.calf.stats.filter_slices` arguments."""
         min_area, k = self.min_area_spin.value(), self.outlier_spin.value()
         return {"empty_fraction": float(self.empty_fraction_spin.value()),
                 "min_area": float(min_area) if min_area > 0 else None,

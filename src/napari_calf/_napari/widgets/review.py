@@ -56,7 +56,7 @@ def _predict(run_dir: Path, images: list[np.ndarray]):
     from .._gl_safety import ensure_torch_safe_with_gl
 
     ensure_torch_safe_with_gl()
-    from ... import inference
+    from ...engine import inference
 
     # a (C, X, Y, Z) stack in the run's modality order: the combos follow that order
     stack = np.stack([np.asarray(a, dtype=np.float32) for a in images])
@@ -165,7 +165,7 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
 
     def load_run(self, run_dir: str | Path) -> None:
         """Load a run folder (made by the fine-tuning widget or ``napari-calf train``)."""
-        from ...checkpoints import BEST_WEIGHTS, read_run_card, resolve_weights
+        from ...engine.checkpoints import BEST_WEIGHTS, read_run_card, resolve_weights
 
         try:
             run_dir = Path(run_dir).expanduser()
@@ -334,8 +334,8 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         truth_layer = self.truth_combo.layer()
         if pred_layer is None or truth_layer is None or truth_layer.name == self.errors_name:
             return
-        from ...areas import binary_target
-        from ...metrics import case_metrics
+        from ...calf.areas import binary_target
+        from ...calf.metrics import case_metrics
 
         pred = np.asarray(pred_layer.data) > 0
         labels = np.asarray(truth_layer.data)

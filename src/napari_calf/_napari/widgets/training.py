@@ -1,6 +1,6 @@
 """The fine-tuning dock widget: train a segmentation network on a dataset, watching it learn.
 
-The run is the core's :func:`napari_calf.training.iter_train` generator driven by a napari
+The run is the core's :func:`napari_calf.engine.training.iter_train` generator driven by a napari
 generator worker (STYLE.md, "One generator, two drivers"): the worker thread only steps
 the generator; every event is handled here on the main thread, which updates the
 progress bar, the status line and the curves. Stop asks the core to stop at the next
@@ -51,7 +51,7 @@ def _run_training(config: Any, stop: threading.Event):
     ensure_torch_safe_with_gl()
     import torch
 
-    from ... import training
+    from ...engine import training
 
     # torch's intra-op pool would take every core; leave one to the GUI thread so napari
     # stays responsive during CPU training.
@@ -107,7 +107,7 @@ def _import_training_stack() -> None:
     from .._gl_safety import ensure_torch_safe_with_gl
 
     ensure_torch_safe_with_gl()  # before anything could pull in triton
-    from ... import training
+    from ...engine import training
 
     training.import_engine()
 
@@ -400,7 +400,7 @@ class TrainingWidget(QWidget):
         how = "stopped by you" if getattr(result, "stopped_by_user", False) else "finished"
         self.result_label.setText(f"Run folder: {self.run_dir}\nBest validation Dice: {best_text}")
         self._set_status(f"Training {how}.")
-        from ...checkpoints import BEST_WEIGHTS
+        from ...engine.checkpoints import BEST_WEIGHTS
 
         self.review_button.setEnabled((self.run_dir / BEST_WEIGHTS).is_file())
         self.progress.setFormat(f"{how}, {_duration(time.monotonic() - self._t0)}")
