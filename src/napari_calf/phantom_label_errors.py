@@ -240,12 +240,14 @@ def _spurious(c: _Case, spec: LabelErrorSpec, rng: np.random.Generator) -> Injec
         allowed &= ndi.distance_transform_edt(c.brain, sampling=c.spacing) > (
             axes.max() + c.spacing.max())
     else:
-        if lesion.any():
-            allowed[ndi.find_objects(lesion.astype(np.uint8))[0]] = False
-        for axis, margin in enumerate(np.ceil(axes.max() / c.spacing).astype(int) + 2):
-            index = [slice(None)] * 3
-            index[axis] = np.r_[0:margin, lesion.shape[axis] - margin:lesion.shape[axis]]
-            allowed[tuple(index)] = False
+        reach = np.ceil(axes.max() / c.spacing).astype(int)
+        if lesion.any():  # the whole blob outside the label's bounding box
+            allowed[tuple(slice(max(s.start - r, 0), s.stop + r) for s, r in zip(
+                ndi.find_objects(lesion.astype(np.uint8))[0], reach))] = False
+        for axis, margin in enumerate(reach + 2):
+            faces = np.moveaxis(allowed, axis, 0)  # a view: clears the two faces of allowed
+            faces[:margin] = False
+            faces[max(faces.shape[0] - margin, 0):] = False
     where = np.flatnonzero(allowed)
     if where.size == 0:
         return None
