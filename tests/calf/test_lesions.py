@@ -286,7 +286,7 @@ def test_one_voxel_erosion_of_a_cube_brats_2_mm_monai_2_83_mm():
 def test_monai_convention_equals_the_project_hd95_on_random_masks():
     from scipy import ndimage
 
-    from napari_calf.metrics import hd95
+    from napari_calf.calf.metrics import hd95
 
     rng = np.random.default_rng(7)
     for seed_spacing in [(1.0, 1.0, 1.0), (0.9, 1.2, 3.0), (2.0, 0.5, 0.5), (1.0, 1.0, 5.0)]:

@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 
 from napari_calf.errors import CalfConfigError, CalfInputError
 from napari_calf.phantom import make_labels
-from napari_calf.phantom_label_errors import (
+from napari_calf.phantom.label_errors import (
     APPLY_ORDER,
     LABEL_ERROR_KINDS,
     InjectedError,
@@ -308,7 +308,7 @@ def test_anisotropic_spacing_is_respected_on_hand_worked_shapes() -> None:
 
 
 def test_magnitude_below_the_grid_changes_nothing_and_says_so(truth, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="napari_calf.phantom_label_errors"):
+    with caplog.at_level(logging.WARNING, logger="napari_calf.phantom.label_errors"):
         noisy, records = inject_label_errors(truth, SPACING, "systematic-dilate=1mm")
     assert records == [] and all(np.array_equal(noisy[k], truth[k]) for k in truth)
     assert "below the voxel spacing" in caplog.text

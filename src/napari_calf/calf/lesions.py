@@ -43,7 +43,7 @@ name   definition                                                  one mask empt
 monai  larger of the two directed 95th percentiles (linear          image diagonal
        interpolation) of distances between surface voxels
        (foreground with a background face-neighbour); equals
-       ``napari_calf.metrics.hd95``
+       ``napari_calf.calf.metrics.hd95``
 brats  DeepMind robust Hausdorff: surface elements are the 2x2x2    374 mm
        cells with mixed corners, weighted by their area in mm²;
        per direction the smallest distance whose cumulative area
@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_calf.errors import CalfConfigError, CalfInputError
+from ..errors import CalfConfigError, CalfInputError
 
 HD95_CONVENTIONS: tuple[str, ...] = ("monai", "brats")
 #: HD95 of a missed or false-positive lesion (and of a one-sided empty case), in mm.
@@ -262,7 +262,7 @@ def surface_distance_hd95(
         Voxel size in mm per axis (default 1 mm).
     convention : {"monai", "brats"}
         See the module docstring. Both empty -> 0; one empty -> the image
-        diagonal ("monai", as ``napari_calf.metrics.hd95``) or 374 mm ("brats").
+        diagonal ("monai", as ``napari_calf.calf.metrics.hd95``) or 374 mm ("brats").
 
     Raises
     ------

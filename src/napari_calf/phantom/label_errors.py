@@ -57,10 +57,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_calf.errors import CalfConfigError, CalfInputError
+from ..errors import CalfConfigError, CalfInputError
 
 # relative: the two modules move together
-from .phantom_label_error_spec import (
+from .label_error_spec import (
     LABEL_ERROR_KINDS,
     SPEC_EXAMPLE,
     InjectedError,

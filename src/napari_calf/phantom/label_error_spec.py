@@ -1,6 +1,6 @@
 """The vocabulary of injected annotation errors: the spec string and the records.
 
-See :mod:`napari_calf.phantom_label_errors` for what each kind does to a label map.
+See :mod:`napari_calf.phantom.label_errors` for what each kind does to a label map.
 This module only parses, validates and prints ``kind=F[:Kmm],...`` specs and defines
 :class:`InjectedError`, the record an audit is scored against.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_calf.errors import CalfConfigError
+from ..errors import CalfConfigError
 
 LABEL_ERROR_KINDS: tuple[str, ...] = (
     "missed", "erased-slices", "dilate", "erode", "spurious", "systematic-dilate")
