@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import math
+
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
@@ -220,3 +222,42 @@ def assign_reference(units: np.ndarray, consensus_ids: np.ndarray, owners: dict[
         block = consensus_ids[box] == q
         reference[box][block] = owner[block]
     return reference
+
+
+def boundary_records(crop: Crop, lab: np.ndarray, con: np.ndarray, lesions: np.ndarray,
+                     labelled_lesions: set[int], neighbourhood_mm: float) -> tuple[BoundaryRecord, ...]:
+    """Compare each labelled lesion with its part of the consensus in its neighbourhood.
+
+    ``lab`` and ``con`` number the label and consensus components of the crop; ``lesions``
+    is the label without spurious components plus the slice gaps, so a lesion split by a
+    gap is one lesion; ``labelled_lesions`` are the consensus components that are not
+    missed lesions. The neighbourhood is the lesion's bounding box grown by
+    ``neighbourhood_mm``.
+    """
+    units, _ = ndi.label(lesions, structure=CONNECTIVITY_26)
+    owners: dict[int, set[int]] = {}
+    for u, q in pair_counts(units, con, lesions & crop.consensus):
+        if q in labelled_lesions:
+            owners.setdefault(q, set()).add(u)
+    pad = tuple(int(math.ceil(neighbourhood_mm / size)) for size in crop.spacing)
+    reference = assign_reference(units, con, owners, crop.spacing, pad)
+    main_component: dict[int, tuple[int, int]] = {}
+    for (u, k), count in pair_counts(units, lab, lesions & crop.label).items():
+        if count > main_component.get(u, (0, 0))[1]:
+            main_component[u] = (k, count)
+    records = []
+    for u, unit_box in enumerate(ndi.find_objects(units), start=1):
+        if u not in main_component:
+            continue
+        box = pad_box(unit_box, units.shape, pad)
+        drawn, seen = units[box] == u, reference[box] == u
+        if not seen.any():
+            continue  # no consensus touches this lesion: nothing to compare its boundary with
+        distances = surface_distances(drawn, seen, crop.spacing)
+        lesion = summarise(drawn, box, crop)
+        records.append(BoundaryRecord(
+            component=main_component[u][0], ssd_mm=float(distances.mean()),
+            n_surface=int(distances.size), lesion=lesion,  # type: ignore[arg-type]
+            excess=summarise(drawn & ~seen, box, crop),
+            deficit=summarise(seen & ~drawn, box, crop)))
+    return tuple(records)

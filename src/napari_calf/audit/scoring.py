@@ -12,15 +12,18 @@ confident`` the models' consensus, components 26-connected, ``V`` a volume in mm
 - Certainty ``c = clip(1 - uncertainty_weight * σ̄, 0, 1)`` (``c = 1`` without
   ``prob_std``): where the flips/models disagree among themselves, their word counts less.
 - **spurious**: a label component ``K`` with less than ``spurious_max_support`` of its
-  voxels in ``C``. Score ``(1 - p̄_K) f(V_K) c``.
+  voxels, and less than ``min_volume_mm3``, in ``C``. Score ``(1 - p̄_K) f(V_K) c``.
 - **missed**: a consensus component ``Q`` with less than ``missed_max_labelled`` of its
-  voxels labelled; region ``Q \\ L``. Score ``p̄ f(V) c``.
+  voxels, and less than ``min_volume_mm3``, labelled; region ``Q \\ L``. Score
+  ``p̄ f(V) c``. (Both conditions: a labelled lesion that the models merge with a large
+  unlabelled blob is still a labelled lesion, judged by its boundary.)
 - **slice-gap**: axial slices of a labelled model lesion ``Q`` where the label covers less
   than ``slice_gap_max_coverage`` of ``Q``'s area, with lesion and label on the slices just
   below and above; region ``Q \\ L`` on those slices. Score ``p̄ f(V) c``.
 - **too-large / too-small**: each lesion ``A`` (label components joined through their slice
   gaps, spurious components left out) is compared with its reference ``R``: the consensus
-  components it touches, a component touching several lesions split by nearest lesion.
+  components it touches, a component touching several lesions split by nearest lesion,
+  within ``A``'s bounding box grown by ``neighbourhood_mm``.
   ``d = signed_surface_distance(A, R)``, ``r = d - boundary_bias_mm`` (the dataset's
   style bias, see :func:`dataset_bias`). ``r > boundary_min_mm`` is too-large with region
   ``A \\ R``, ``r < -boundary_min_mm`` too-small with region ``R \\ A``. Score
@@ -321,40 +324,7 @@ def _find_issues(case_id: str, crop: _regions.Crop, settings: AuditSettings,
                                      f"{region.volume_mm3:.0f} mm³ of tumour there (mean "
                                      f"probability {region.mean_prob:.2f}).", None))
     lesions = (crop.label & ~np.isin(lab, spurious)) | gaps
-    return _boundary_records(crop, lab, con, lesions, set(labelled_lesions), s.neighbourhood_mm)
-
-
-def _boundary_records(crop: _regions.Crop, lab: np.ndarray, con: np.ndarray, lesions: np.ndarray,
-                      labelled_lesions: set[int], neighbourhood_mm: float) -> tuple[BoundaryRecord, ...]:
-    """Compare each labelled lesion with its part of the consensus in its neighbourhood."""
-    units, _ = ndi.label(lesions, structure=_regions.CONNECTIVITY_26)
-    owners: dict[int, set[int]] = {}
-    for u, q in _regions.pair_counts(units, con, lesions & crop.consensus):
-        if q in labelled_lesions:
-            owners.setdefault(q, set()).add(u)
-    pad = tuple(int(math.ceil(neighbourhood_mm / size)) for size in crop.spacing)
-    reference = _regions.assign_reference(units, con, owners, crop.spacing, pad)
-    main_component: dict[int, tuple[int, int]] = {}
-    for (u, k), count in _regions.pair_counts(units, lab, lesions & crop.label).items():
-        if count > main_component.get(u, (0, 0))[1]:
-            main_component[u] = (k, count)
-    records = []
-    for u, unit_box in enumerate(ndi.find_objects(units), start=1):
-        if u not in main_component:
-            continue
-        box = _regions.pad_box(unit_box, units.shape, pad)
-        drawn, seen = units[box] == u, reference[box] == u
-        if not seen.any():
-            continue  # no consensus touches this lesion: nothing to compare its boundary with
-        distances = _regions.surface_distances(drawn, seen, crop.spacing)
-        lesion = _regions.summarise(drawn, box, crop)
-        assert lesion is not None  # u is a label of `units`, so it has voxels
-        records.append(BoundaryRecord(
-            component=main_component[u][0], ssd_mm=float(distances.mean()),
-            n_surface=int(distances.size), lesion=lesion,
-            excess=_regions.summarise(drawn & ~seen, box, crop),
-            deficit=_regions.summarise(seen & ~drawn, box, crop)))
-    return tuple(records)
+    return _regions.boundary_records(crop, lab, con, lesions, set(labelled_lesions), s.neighbourhood_mm)
 
 
 def _boundary_issues(case_id: str, records: Iterable[BoundaryRecord], spacing,
@@ -371,8 +341,8 @@ def _boundary_issues(case_id: str, records: Iterable[BoundaryRecord], spacing,
             continue
         rise = 1.0 - math.exp(-(abs(relative) - s.boundary_min_mm) / s.boundary_scale_mm)
         score = rise * _volume_factor(region.volume_mm3, s) * _certainty(region, s)
-        style = (f" ({relative:+.1f} mm beyond this dataset's usual {s.boundary_bias_mm:+.1f} mm)"
-                 if s.boundary_bias_mm else "")
+        style = (f" ({abs(relative):.1f} mm {'more' if larger else 'less'} than this dataset's "
+                 f"usual {s.boundary_bias_mm:+.1f} mm)" if s.boundary_bias_mm else "")
         side = "beyond" if larger else "inside"
         issues.append(_issue(
             case_id, "too-large" if larger else "too-small", score, region, spacing,
@@ -443,8 +413,8 @@ def dataset_bias(audits: Iterable[CaseAudit], *, systematic_min_mm: float = 0.5)
     if abs(median) < 0.05:
         headline = "annotations match the models' boundary on average"
     else:
-        headline = (f"annotations are on average {median:+.1f} mm "
-                    f"{'larger' if median > 0 else 'smaller'} than the models' boundary")
+        size = f"{median:+.1f} mm larger" if median > 0 else f"{-median:.1f} mm smaller"
+        headline = f"annotations are on average {size} than the models' boundary"
     spread = (f"; 95 % interval of the mean {interval[0]:+.1f} to {interval[1]:+.1f} mm" if n > 1 else "")
     return {"n_cases": n, "median_mm": median, "mean_mm": mean, "sd_mm": sd,
             "quartiles_mm": (float(np.percentile(values, 25)), float(np.percentile(values, 75))),
