@@ -172,12 +172,18 @@ def region_mask(issue: AuditIssue, shape: Sequence[int]) -> np.ndarray:
     A box, not the exact voxels: it shows where to look and keeps issues small enough to
     store in a report. Parts of the box outside ``shape`` are dropped.
     """
+    if len(shape) != len(issue.bbox):
+        raise CalfInputError(None, f"shape {tuple(shape)} has {len(shape)} axes but the issue's "
+                             f"box has {len(issue.bbox)}.", "pass the shape of the audited case.")
     mask = np.zeros(tuple(int(n) for n in shape), dtype=bool)
     mask[tuple(slice(max(lo, 0), max(hi + 1, 0)) for lo, hi in issue.bbox)] = True
     return mask
 
 
-def _validated(label, prob, spacing, prob_std):
+def _validated(label: np.ndarray, prob: np.ndarray, spacing: Sequence[float],
+               prob_std: np.ndarray | None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, float, float]]:
+    """The binary label, the arrays and the spacing as floats, or a CalfInputError."""
     label, prob = np.asarray(label), np.asarray(prob)
     if label.ndim != 3 or prob.shape != label.shape:
         raise CalfInputError(None, f"label {label.shape} and probability {prob.shape} must be "
@@ -197,11 +203,14 @@ def _validated(label, prob, spacing, prob_std):
         if array.size and (array.min() < -1e-6 or array.max() > 1 + 1e-6):
             raise CalfInputError(None, f"{name} has values outside [0, 1].",
                                  "apply the sigmoid/softmax before the audit.")
-    spacing = tuple(float(s) for s in np.asarray(spacing, dtype=float).ravel())
-    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+    try:
+        sizes = tuple(float(size) for size in np.asarray(spacing, dtype=float).ravel())
+    except (TypeError, ValueError):
+        sizes = ()
+    if len(sizes) != 3 or not all(math.isfinite(size) and size > 0 for size in sizes):
         raise CalfInputError(None, f"spacing {spacing} is not three positive sizes in mm.",
                              "pass the voxel size per axis (x, y, z), e.g. (1.0, 1.0, 1.0).")
-    return label != 0, prob, prob_std, spacing
+    return label != 0, prob, prob_std, sizes  # type: ignore[return-value]
 
 
 def _volume_factor(volume_mm3: float, settings: AuditSettings) -> float:
@@ -214,7 +223,8 @@ def _certainty(region: RegionSummary, settings: AuditSettings) -> float:
     return float(np.clip(1.0 - settings.uncertainty_weight * region.mean_std, 0.0, 1.0))
 
 
-def _issue(case_id: str, kind: str, score: float, region: RegionSummary, spacing, component,
+def _issue(case_id: str, kind: str, score: float, region: RegionSummary,
+           spacing: tuple[float, float, float], component: int | None,
            detail: str, magnitude: float | None = None) -> AuditIssue:
     return AuditIssue(
         case_id=case_id, kind=kind, score=float(np.clip(score, 0.0, 1.0)), slices=region.slices,
@@ -327,7 +337,7 @@ def _find_issues(case_id: str, crop: _regions.Crop, settings: AuditSettings,
     return _regions.boundary_records(crop, lab, con, lesions, set(labelled_lesions), s.neighbourhood_mm)
 
 
-def _boundary_issues(case_id: str, records: Iterable[BoundaryRecord], spacing,
+def _boundary_issues(case_id: str, records: Iterable[BoundaryRecord], spacing: tuple[float, float, float],
                      settings: AuditSettings) -> list[AuditIssue]:
     s = settings
     issues = []
