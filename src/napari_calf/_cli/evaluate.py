@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DATA", type=Path, help="dataset or case folder with labels")
     p.add_argument("--batch-size", type=positive_int, default=16, help="slices per batch (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--labels-from", type=Path, default=None, metavar="DIR",
+                   help="score against DIR/<case_id>/<label file name> where it exists (an "
+                        "audit's corrections/, or a phantom's truth/) instead of DATA's labels")
     add_json_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -37,7 +40,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from . import drain_with_tqdm
 
     ev = drain_with_tqdm(
-        iter_evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, device=args.device),
+        iter_evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, device=args.device,
+                          labels_from=args.labels_from),
         "evaluate", disable=args.no_progress,
     )
     rows = ev.cases
@@ -46,6 +50,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "run": str(args.run_dir),
         "data": ev.data_dir,
         "target": ev.target,
+        "labels_from": None if args.labels_from is None else str(args.labels_from),
         "cases": rows,
         "mean": _means(rows, CASE_METRIC_KEYS),
         "mean_held_out": (_means(held_out, CASE_METRIC_KEYS)

@@ -18,7 +18,8 @@ from .. import __version__
 from ..errors import CalfError
 
 #: Subcommands in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("phantom", "analyze", "train", "predict", "evaluate", "compare")
+SUBCOMMANDS: tuple[str, ...] = ("phantom", "analyze", "train", "predict", "evaluate", "compare",
+                               "audit")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -94,6 +94,8 @@ def iter_evaluate_run(
     case_ids: Sequence[str] | None = None,
     batch_size: int = 16,
     device: str = "auto",
+    labels_from: str | Path | None = None,
+    require_labels_from: bool = False,
 ) -> Generator[Progress, None, RunEvaluation]:
     """Predict and score labelled cases with a run; yields ``Progress("evaluate", …)`` per case.
 
@@ -105,11 +107,19 @@ def iter_evaluate_run(
         Dataset (or case) folder with labels.
     case_ids : sequence of str, optional
         Only these cases (e.g. the run's validation split); all labelled cases if None.
+    labels_from : path, optional
+        Score against the label maps in this folder instead, where it has one
+        (``<labels_from>/<case_id>/<label file name>``: a clean truth, an audit's
+        corrections; see :mod:`napari_calf.engine.labels_from`). Rows then carry
+        ``label_from`` (the file scored against).
+    require_labels_from : bool
+        Every evaluated case must have a label in ``labels_from`` (a truth folder).
 
     Raises
     ------
     CalfInputError
-        No labelled case in ``data_dir``, or a requested case id is not there.
+        No labelled case in ``data_dir``, a requested case id is not there, or (with
+        ``require_labels_from``) ``labels_from`` lacks one of their labels.
     """
     from ..events import drain
     from ..engine.inference import iter_predict_volume, load_run
@@ -134,6 +144,12 @@ def iter_evaluate_run(
     if not cases:
         raise CalfInputError(data_dir, "holds no case with a label file to evaluate against.",
                              "give a folder of labelled cases (each with a *_seg.nii.gz).")
+    if labels_from is not None:
+        from ..engine.labels_from import apply_label_overrides
+
+        # the grid is checked when each case is loaded below
+        cases, _ = apply_label_overrides(cases, labels_from, require_all=require_labels_from,
+                                         measure=False)
     split = ((run.card.get("data") or {}).get("split") or {})
     trained_on = set(split.get("train") or [])
     edges = (run.card.get("size_buckets") or {}).get("edges")
@@ -147,8 +163,11 @@ def iter_evaluate_run(
         label = loaded.label  # present: require_label=True
         gt = binary_target(label.data, target, case.label_convention)  # type: ignore[union-attr]
         mask = pred.canonical_probabilities > pred.threshold
-        rows.append({"case_id": case.case_id, "in_training_split": case.case_id in trained_on,
-                     **case_metrics(mask, gt, label.spacing)})
+        row = {"case_id": case.case_id, "in_training_split": case.case_id in trained_on,
+               **case_metrics(mask, gt, label.spacing)}
+        if labels_from is not None:
+            row["label_from"] = str(case.label)
+        rows.append(row)
         per = per_slice_dice(mask, gt)
         n = len(per["slice"])
         cols["case_id"].append(np.full(n, case.case_id, dtype=object))
