@@ -34,13 +34,29 @@ def _audit_argv(data: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def audit(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The audit run by the core generator (training in process); the CLI resumes it below."""
     from _audit_data import write_noisy_dataset
+
+    from napari_calf._cli.audit import make_audit_plan
+    from napari_calf._cli.main import build_parser
+    from napari_calf.audit.pipeline import iter_run_audit
+    from napari_calf.events import Progress
 
     root = tmp_path_factory.mktemp("audit")
     data = write_noisy_dataset(root / "data")
     out = root / "audit"
-    assert main(_audit_argv(data, out)) == 0
-    return {"data": data, "out": out}
+    plan, _ = make_audit_plan(build_parser().parse_args(_audit_argv(data, out)))
+    events = []
+    gen = iter_run_audit(plan, tta=True, device="cpu")
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as done:
+            result = done.value
+            break
+    stages = [e.stage for e in events if isinstance(e, Progress)]
+    assert stages.count("predict") == 4 and stages.count("score") == 4
+    return {"data": data, "out": out, "result": result}
 
 
 def _json(path: Path) -> dict:
@@ -54,6 +70,7 @@ def test_issues_follow_the_contract_and_the_spurious_blob_ranks_first(audit: dic
 
     doc = _json(audit["out"] / "issues.json")
     rows = doc["issues"]
+    assert rows == json.loads(json.dumps(audit["result"].rows))
     assert rows and {"median_mm", "sentence", "per_case_mm"} <= set(doc["dataset_bias"])
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)

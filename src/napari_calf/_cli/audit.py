@@ -23,7 +23,7 @@ _NOT_PASSED = frozenset({"help", "data", "out", "resume", "overwrite", "json", "
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .compare import _train_parser, passed_actions
+    from .compare import make_train_parser, passed_actions
 
     p = subparsers.add_parser(
         "audit",
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     t = p.add_argument_group("training options (passed to every fold run; see "
                              "`napari-calf train -h`)")
-    train_parser = _train_parser()
+    train_parser = make_train_parser()
     for action in passed_actions(train_parser, _NOT_PASSED):
         t._add_action(action)
     p.set_defaults(run=run, _train_parser=train_parser, _not_passed=_NOT_PASSED)

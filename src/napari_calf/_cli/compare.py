@@ -29,7 +29,7 @@ _NOT_PASSED = {"help", "data", "out", "resume", "overwrite", "arch", "loss", "se
 _PATH_OPTIONS = {"init", "cache_dir", "rules", "labels_from"}
 
 
-def _train_parser() -> argparse.ArgumentParser:
+def make_train_parser() -> argparse.ArgumentParser:
     """A fresh ``napari-calf train`` parser (its options are the study's pass-through)."""
     from . import train
 
@@ -97,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "as the dataset, e.g. a phantom's truth/): report in STUDY/against-truth/")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     t = p.add_argument_group("training options (passed to every run; see `napari-calf train -h`)")
-    train_parser = _train_parser()
+    train_parser = make_train_parser()
     for action in passed_actions(train_parser):
         t._add_action(action)
     p.set_defaults(run=run, _train_parser=train_parser, _not_passed=frozenset(_NOT_PASSED))

@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DATA", type=Path, help="dataset or case folder with labels")
     p.add_argument("--batch-size", type=positive_int, default=16, help="slices per batch (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--cases", default=None, metavar="ID,ID",
+                   help="only these cases (comma-separated ids), e.g. a run's validation cases")
     p.add_argument("--labels-from", type=Path, default=None, metavar="DIR",
                    help="score against DIR/<case_id>/<label file name> where it exists (an "
                         "audit's corrections/, or a phantom's truth/) instead of DATA's labels")
@@ -41,7 +43,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     ev = drain_with_tqdm(
         iter_evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, device=args.device,
-                          labels_from=args.labels_from),
+                          labels_from=args.labels_from, case_ids=_case_ids(args.cases)),
         "evaluate", disable=args.no_progress,
     )
     rows = ev.cases
@@ -59,6 +61,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "size_buckets": ev.bucket_summary(),
         "bucket_names": list(SIZE_BUCKETS),
     }
+
+
+def _case_ids(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    ids = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not ids:
+        from ..errors import CalfConfigError
+
+        raise CalfConfigError("--cases is empty. Fix: give comma-separated case ids.")
+    return ids
 
 
 def _means(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float | None]:
