@@ -57,3 +57,31 @@ def test_fold_runs_differ_from_the_base_only_in_validation_cases_and_folder(tmp_
         # the config survives the run card's JSON round trip (val_cases as a list)
         assert RunConfig.from_dict(run.config.to_dict()) == run.config
         assert run.config.to_dict()["data"]["val_cases"] == list(folds[k])
+
+
+def test_audit_plan_file_holds_one_train_command_per_fold(tmp_path: Path, capsys) -> None:
+    import json
+    import shlex
+
+    from _audit_data import TRAIN_OPTS, write_tiny_dataset
+
+    from napari_calf._cli.main import build_parser, main
+    from napari_calf._cli.train import build_config
+
+    data = write_tiny_dataset(tmp_path / "data", 5)
+    plan_file = tmp_path / "plan.json"
+    assert main(["audit", str(data), "--out", str(tmp_path / "audit"), "--folds", "2",
+                 "--plan", str(plan_file), *TRAIN_OPTS]) == 0
+    assert "napari-calf audit" in capsys.readouterr().out
+    doc = json.loads(plan_file.read_text())
+    assert len(doc["commands"]) == 2 and doc["folds"] == [list(f) for f in make_folds(
+        [f"Tiny_{i:03d}" for i in range(5)], 2, seed=0)]
+    assert doc["collect"].startswith("napari-calf audit ") and "--folds 2" in doc["collect"]
+    for k, command in enumerate(doc["commands"]):
+        argv = shlex.split(command)
+        assert argv[:2] == ["napari-calf", "train"]
+        config = build_config(build_parser().parse_args(argv[1:]))
+        assert config.data.val_cases == tuple(doc["folds"][k])
+        assert config.out_dir == str((tmp_path / "audit" / "runs" / f"fold{k}").resolve())
+        assert config.model.encoder == "tu-resnet10t" and config.train.epochs == 1
+    assert not (tmp_path / "audit" / "runs").exists()  # nothing trained

@@ -187,3 +187,27 @@ def test_reused_runs_mark_the_cases_they_trained_on_as_in_sample(
     assert all(r["in_sample"] is (r["case_id"] in trained) for r in rows)
     summary = _json(out / "summary.json")
     assert summary["n_in_sample"] == len(trained) and summary["reused_runs"] is True
+
+
+def test_accepting_the_top_suggestion_restores_the_clean_label(audit: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from _audit_data import BLOB
+
+    from napari_calf.audit.accept import accept_top_issues
+    from napari_calf.io.volumes import load_volume
+
+    out = tmp_path / "copy"  # the other tests read the audit as it is
+    shutil.copytree(audit["out"], out, ignore=shutil.ignore_patterns("runs"))
+    decisions = accept_top_issues(out, k=1)
+    cid = BLOB["case_id"]
+    assert [(d["case_id"], d["decision"]) for d in decisions] == [(cid, "use-suggestion")]
+    record = _json(out / "corrections" / "corrections.json")
+    assert record["decisions"] == decisions
+    fixed = load_volume(out / "corrections" / cid / f"{cid}_seg.nii.gz", label=True)
+    truth = load_volume(audit["data"] / "truth" / cid / f"{cid}_seg.nii.gz", label=True)
+    original = load_volume(audit["data"] / cid / f"{cid}_seg.nii.gz", label=True)
+    assert np.array_equal(fixed.data, truth.data) and fixed.data.dtype == original.data.dtype
+    assert decisions[0]["voxels_changed"] == int((original.data != truth.data).sum())
+    assert accept_top_issues(out, k=1)[0]["voxels_changed"] == 0  # decided again: replaced
+    assert len(_json(out / "corrections" / "corrections.json")["decisions"]) == 1
