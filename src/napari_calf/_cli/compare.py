@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._engine import fmt, positive_int
+from ._engine import positive_int
 from ._runs import (command_line, run_concurrently, run_in_process, split_names,
                     write_commands_file)
 
