@@ -94,6 +94,16 @@ def add_filter_args(parser: argparse.ArgumentParser) -> None:
                    help="selection rule table to use instead of the default (see `analyze --json`)")
 
 
+def add_channel_order_arg(parser: argparse.ArgumentParser) -> None:
+    """``--channel-order`` (predict, evaluate): how input files reach the run's channels."""
+    parser.add_argument(
+        "--channel-order", choices=("names", "positional"), default="names",
+        help="names (default): match each file to the run's modality by its name, with the "
+             "aliases t1=t1n=t1w, t1ce=t1c=t1gd, t2=t2w, flair=t2f, and refuse files that do "
+             "not match; positional: take the files (or a 4D file's channels) in the order "
+             "given, which must be the run's")
+
+
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=str, default=None, metavar="FILE",
                         help="also write the results as JSON to FILE ('-' for standard output)")

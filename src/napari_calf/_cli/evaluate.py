@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._engine import add_json_arg, fmt, positive_int
+from ._engine import add_channel_order_arg, add_json_arg, fmt, positive_int
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DATA", type=Path, help="dataset or case folder with labels")
     p.add_argument("--batch-size", type=positive_int, default=16, help="slices per batch (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    add_channel_order_arg(p)
     add_json_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -37,7 +38,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from . import drain_with_tqdm
 
     ev = drain_with_tqdm(
-        iter_evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, device=args.device),
+        iter_evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, device=args.device,
+                          channel_order=args.channel_order),
         "evaluate", disable=args.no_progress,
     )
     rows = ev.cases

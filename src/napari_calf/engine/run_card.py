@@ -54,8 +54,13 @@ def model_info(config: RunConfig, in_channels: int, n_params: int) -> dict[str, 
     }
 
 
-def preprocessing_info(config: RunConfig, modalities: tuple[str, ...]) -> dict[str, Any]:
-    """How slices were made; inference applies exactly this."""
+def preprocessing_info(config: RunConfig, modalities: tuple[str, ...],
+                       channel_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """How slices were made; inference applies exactly this.
+
+    ``channel_names`` (nnU-Net ``dataset.json``: ``"0001" -> "T1Gd"``) lets inference match
+    another dataset's channels to these by name rather than by number.
+    """
     d = config.data
     return {
         "orientation": "canonical RAS (nibabel.as_closest_canonical)",
@@ -65,6 +70,8 @@ def preprocessing_info(config: RunConfig, modalities: tuple[str, ...]) -> dict[s
         "pad_multiple": d.pad_multiple,
         "padding": "centred, zeros",
         "modalities": list(modalities),
+        "channel_names": {m: str(channel_names[m]) for m in modalities
+                          if channel_names and m in channel_names},
         "target": d.target,
     }
 

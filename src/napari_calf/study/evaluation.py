@@ -94,6 +94,7 @@ def iter_evaluate_run(
     case_ids: Sequence[str] | None = None,
     batch_size: int = 16,
     device: str = "auto",
+    channel_order: str = "names",
 ) -> Generator[Progress, None, RunEvaluation]:
     """Predict and score labelled cases with a run; yields ``Progress("evaluate", …)`` per case.
 
@@ -105,6 +106,9 @@ def iter_evaluate_run(
         Dataset (or case) folder with labels.
     case_ids : sequence of str, optional
         Only these cases (e.g. the run's validation split); all labelled cases if None.
+    channel_order : {"names", "positional"}
+        How each case's modalities reach the run's channels (see
+        :func:`napari_calf.engine.inference.iter_predict_volume`).
 
     Raises
     ------
@@ -143,7 +147,8 @@ def iter_evaluate_run(
     for i, case in enumerate(cases, start=1):
         loaded = load_case(case, require_label=True)
         # one Progress per case is enough for a study; per-batch events are not passed on
-        pred = drain(iter_predict_volume(run, loaded, batch_size=batch_size, device=device))
+        pred = drain(iter_predict_volume(run, loaded, batch_size=batch_size, device=device,
+                                         channel_order=channel_order))
         label = loaded.label  # present: require_label=True
         gt = binary_target(label.data, target, case.label_convention)  # type: ignore[union-attr]
         mask = pred.canonical_probabilities > pred.threshold
