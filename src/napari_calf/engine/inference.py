@@ -36,6 +36,7 @@ class LoadedRun:
 
     model: Any
     card: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None  # the run card it came from, named in errors
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -56,7 +57,9 @@ def load_run(run: str | Path) -> LoadedRun:
     from .run_card import load_run_model
 
     model, card = load_run_model(run)
-    return LoadedRun(model=model, card=card)
+    folder = Path(run).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    return LoadedRun(model=model, card=card, source=folder / "run.json")
 
 
 @dataclass(frozen=True, eq=False)
@@ -271,9 +274,10 @@ def iter_predict_volume(
     )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CalfConfigError(f"batch_size={batch_size!r} must be a positive integer.")
-    pre = run.preprocessing
     from .channels import check_channel_order
+    from .run_schema import check_preprocessing
 
+    pre = check_preprocessing(run.preprocessing, run.source)
     check_channel_order(channel_order)
     arrays, reference, case_id = _load_inputs(case_or_arrays, run, channel_order)
     stack = stack_modalities({str(i): a for i, a in enumerate(arrays)}, float(pre.get("clip", 5.0)))

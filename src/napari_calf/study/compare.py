@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.checkpoints import BEST_WEIGHTS, RUN_CARD, STATE_JSON, read_json, write_json_atomic
+from ..engine.checkpoints import BEST_WEIGHTS, RUN_CARD, STATE_TENSORS, read_json
+from ..engine.checkpoints import run_files_present, write_json_atomic
 from ..config import RunConfig
 from ..errors import CalfCheckpointError, CalfConfigError, CalfError, CalfInputError
 from ..events import Progress, StopCallback
@@ -110,6 +111,7 @@ def plan_study(study_dir: str | Path, base: RunConfig, *, losses: Sequence[str],
     """
     from ..calf.losses import LOSS_NAMES
     from ..engine.models import canonical_arch
+    from ..engine.training import absolute_paths
 
     losses, archs, seeds = tuple(losses), tuple(a.lower() for a in archs), tuple(int(s) for s in seeds)
     for what, values in (("--losses", losses), ("--archs", archs), ("seeds", seeds)):
@@ -126,7 +128,8 @@ def plan_study(study_dir: str | Path, base: RunConfig, *, losses: Sequence[str],
         canonical_arch(arch)  # raises with the valid names
     study_dir = Path(study_dir).expanduser().resolve()
     data_dir = Path(base.data.data_dir).expanduser().resolve()
-    base = base.replace(data=dataclasses.replace(base.data, data_dir=str(data_dir)))
+    # the same absolute paths the engine records in each run card, so they compare equal
+    base = absolute_paths(base.replace(data=dataclasses.replace(base.data, data_dir=str(data_dir))))
     runs = []
     for seed in seeds:
         for arch in archs:
@@ -156,7 +159,7 @@ def run_status(run_dir: str | Path) -> str:
         ``"restart"`` (started but nothing to resume from: start again in place).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+    if not run_dir.is_dir() or not run_files_present(run_dir):
         return "missing"
     if not (run_dir / RUN_CARD).is_file():
         return "restart"
@@ -166,7 +169,7 @@ def run_status(run_dir: str | Path) -> str:
         return "restart"
     if card.get("status") in FINISHED and (run_dir / BEST_WEIGHTS).is_file():
         return "finished"
-    return "resumable" if (run_dir / STATE_JSON).is_file() else "restart"
+    return "resumable" if (run_dir / STATE_TENSORS).is_file() else "restart"
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -256,7 +259,8 @@ def iter_run_study(plan: StudyPlan, *, device: str | None = None,
             yield StudyRunEvent(i, total, run.name, "skip", "finished earlier")
             continue
         if status == "resumable":
-            config = resume_config(run.run_dir, device=device)
+            # the plan's data: the study may have been moved since the run was stopped
+            config = resume_config(run.run_dir, device=device, data_dir=run.config.data.data_dir)
             action = "resume"
         else:
             config = run.config.replace(overwrite=status == "restart")
