@@ -180,8 +180,11 @@ def test_choosing_an_issue_opens_that_file_on_its_slice_and_the_suggestion_fixes
     assert viewer.layers.selection.active is layer
     x, y, _ = gap_entry.issue.centre_vox
     shape = widget.case.canonical_shape
+    before = widget.last_metrics["label_mm3"]
     layer.paint((audit["gap"], shape[1] - 1 - y, shape[0] - 1 - x), 2)
     qtbot.waitUntil(lambda: widget.save_button.isEnabled(), timeout=5_000)
+    # the metrics follow the brush (after a short pause)
+    qtbot.waitUntil(lambda: widget.last_metrics["label_mm3"] > before, timeout=5_000)
     qtbot.mouseClick(widget.next_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
     decisions = json.loads((audit["root"] / "corrections" / "corrections.json").read_text())["decisions"]
