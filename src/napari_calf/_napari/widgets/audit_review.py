@@ -99,6 +99,9 @@ class AuditReviewWidget(AuditReviewPanel):
                 lambda: self.open_folder(path)):
             return
         self._close_case()
+        region = find_layer(self.viewer, "region", None, self.folder.root) if self.folder else None
+        if region is not None:  # the previous audit's box means nothing in the next one
+            self.viewer.layers.remove(region)
         self._run(load_audit_folder, (Path(str(path)).expanduser(),), self._on_folder, "Reading the audit\u2026")
 
     def _on_folder(self, folder: AuditFolder) -> None:
