@@ -107,3 +107,43 @@ def test_evaluations_round_trip_and_old_ones_are_refused() -> None:
     del old["hd95_convention"], old["lesion_settings"]
     with pytest.raises(KeyError):
         RunEvaluation.from_dict(old)
+
+
+def test_collect_evaluates_again_a_run_cached_before_lesion_scores(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    from napari_calf.events import drain
+    from napari_calf.study import evaluation
+    from napari_calf.study.compare import _evaluation_key, iter_collect
+
+    run = tmp_path / "study" / "runs" / "unet__calf__seed0"
+    run.mkdir(parents=True)
+    card = {"status": "finished", "config": {"data": {"data_dir": str(tmp_path)}},
+            "data": {"split": {"val": ["a", "b"]}}}
+    (run / "run.json").write_text(json.dumps(card))
+    (run / "model.safetensors").write_bytes(b"x")
+    fresh = _records()[0].evaluation
+    old = json.loads(json.dumps(fresh.to_dict()))  # a copy: the case dicts are shared
+    del old["hd95_convention"], old["lesion_settings"]
+    for c in old["cases"]:
+        for key in [k for k in c if k.startswith("lesion")]:
+            del c[key]
+    cache = tmp_path / "study" / "evaluations" / "unet__calf__seed0.json"
+    cache.parent.mkdir()
+    cache.write_text(json.dumps({"run": run.name, "key": _evaluation_key(run, card),
+                                 "evaluation": old}))
+    calls = []
+
+    def fake_evaluate(run_dir, data_dir, **kwargs):
+        calls.append(Path(run_dir).name)
+        return fresh
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(evaluation, "iter_evaluate_run", fake_evaluate)
+    records, _notes = drain(iter_collect(tmp_path / "study"))
+    assert calls == ["unet__calf__seed0"]
+    assert records[0].evaluation.cases[0]["lesion_dice"] == 0.6
+    stored = json.loads(cache.read_text())["evaluation"]
+    assert stored["hd95_convention"] == "monai" and "lesion_dice" in stored["cases"][0]
+    # the refreshed cache is used as it is next time
+    drain(iter_collect(tmp_path / "study"))
+    assert calls == ["unet__calf__seed0"]
