@@ -250,12 +250,18 @@ class LesionPanel(QGroupBox):
         if token is not self._token:
             return  # an older request: its masks are no longer the ones shown
         self.review = review
-        self.summary.setText(summary_text(review))
-        self.table.set_review(review)
+        try:
+            self.summary.setText(summary_text(review))
+            self.table.set_review(review)
+        except RuntimeError:  # the dock was closed while the worker ran
+            return
 
     def _on_error(self, exc: BaseException, token: object) -> None:
         if token is self._token:
-            self.summary.setText(f"Lesion scores failed: {exc}")
+            try:
+                self.summary.setText(f"Lesion scores failed: {exc}")
+            except RuntimeError:  # the dock was closed while the worker ran
+                pass
 
     def _on_finished(self, token: object) -> None:
         if token is self._token:
