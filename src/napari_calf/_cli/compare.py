@@ -392,9 +392,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         return "—" if mean is None else f"{mean:.3f}" + ("" if sd is None else f"±{sd:.3f}")
 
     print(f"{'arch':<10} {'loss':<9} {'seeds':>5} {'Dice':>13} {'HD95mm':>13} "
-          f"{'FP-empty':>13} {'Dice small':>13}")
+          f"{'FP-empty':>13} {'Dice small':>13} {'lesion Dice':>13} {'lesion F1':>13}")
     for r in summary["rows"]:
         print(f"{r['arch']:<10} {r['loss']:<9} {r['n_seeds']:>5} {pm(r, 'dice'):>13} "
-              f"{pm(r, 'hd95_mm'):>13} {pm(r, 'fp_rate_empty'):>13} {pm(r, 'dice_small'):>13}")
+              f"{pm(r, 'hd95_mm'):>13} {pm(r, 'fp_rate_empty'):>13} {pm(r, 'dice_small'):>13} "
+              f"{pm(r, 'lesion_dice'):>13} {pm(r, 'lesion_f1'):>13}")
     for p in summary.get("paired") or []:
         print(f"{p['arch']}: {p['verdict']}")

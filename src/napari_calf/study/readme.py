@@ -18,6 +18,25 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _lesion_note(summary: dict[str, Any]) -> str:
+    """What the lesion-wise columns mean, naming the region and the HD95 convention."""
+    runs = summary.get("per_run") or []
+    regions = ", ".join(f"`{r}`" for r in dict.fromkeys(str(x.get("lesion_region")) for x in runs))
+    conventions = ", ".join(f"`{c}`" for c in dict.fromkeys(str(x.get("hd95_convention"))
+                                                            for x in runs))
+    return (
+        f"Lesion-wise columns follow the BraTS 2023 rules for the runs' target region "
+        f"({regions}; a binary prediction has no other region to score): each ground-truth "
+        "lesion (a 26-connected component; nearby ones merged, tiny ones ignored) and each "
+        "false-positive component counts once, a missed or false lesion scoring Dice 0 and "
+        "HD95 374 mm, so a model that finds the big tumour but misses or invents small "
+        "lesions pays for each. Lesion F1 is the detection F1 of the lesions summed over a "
+        f"run's validation cases. HD95 convention: {conventions} (an empty prediction of a "
+        "tumour case scores the image diagonal under `monai`, 374 mm under `brats`). "
+        "Definitions: `definitions` in summary.json."
+    )
+
+
 def readme_text(summary: dict[str, Any], records: Sequence[Any], table: str) -> str:
     """Markdown text of ``STUDY/README.md``."""
     info = summary.get("study") or {}
@@ -81,6 +100,8 @@ def readme_text(summary: dict[str, Any], records: Sequence[Any], table: str) -> 
         "any tumour (lower is better); size-bucket columns are mean per-slice Dice. A seed "
         "whose validation cases have no slice in a bucket is left out of that bucket's mean "
         "(no ± when only one seed remains; — when none).",
+        "",
+        _lesion_note(summary),
         "",
         "## Paired comparison",
         "",

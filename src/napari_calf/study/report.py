@@ -5,7 +5,8 @@ Input: the :class:`~napari_calf.study.compare.RunRecord` list from :func:`study.
 
 - ``summary.csv`` / ``summary.json``: per loss × architecture, validation Dice, IoU,
   HD95 and the false-positive rate on tumour-free slices, mean ± sd over seeds, overall
-  and per ROI-size bucket; the CALF selection of each seed's training split.
+  and per ROI-size bucket; BraTS-2023 lesion-wise Dice and HD95 and the lesion detection
+  F1 of the runs' target region; the CALF selection of each seed's training split.
 - paired comparison of the reference loss (CALF) against each other loss over the same
   validation cases and seeds: mean difference, seeded bootstrap 95 % interval, Wilcoxon
   signed-rank p-value, and a sentence saying whether it stands out from noise.
@@ -32,7 +33,8 @@ __all__ = ["run_metrics", "summarise", "paired_test", "paired_comparisons", "boo
 
 #: Columns of the summary, each reported as ``<name>_mean`` and ``<name>_sd`` over seeds.
 SUMMARY_METRICS = ("dice", "iou", "hd95_mm", "fp_rate_empty",
-                   *(f"dice_{b}" for b in SIZE_BUCKETS))
+                   *(f"dice_{b}" for b in SIZE_BUCKETS),
+                   "lesion_dice", "lesion_hd95_mm", "lesion_f1")
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -42,7 +44,10 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def run_metrics(record: Any, thresholds: Sequence[float] | None = None) -> dict[str, Any]:
     """One run's validation numbers: case means of Dice/IoU/HD95, the pooled FP rate on
-    tumour-free slices, and mean per-slice Dice per ROI-size bucket."""
+    tumour-free slices, mean per-slice Dice per ROI-size bucket, case means of the
+    lesion-wise Dice/HD95 and the lesion detection F1 of the summed TP/FP/FN."""
+    from .evaluation import pooled_lesion_counts
+
     ev = record.evaluation
     cases = ev.cases
     n_empty = sum(int(c.get("empty_slices") or 0) for c in cases)
@@ -57,6 +62,16 @@ def run_metrics(record: Any, thresholds: Sequence[float] | None = None) -> dict[
         "fp_rate_empty": n_fp / n_empty if n_empty else None,
         "bucket_thresholds": buckets["thresholds"],
     }
+    # pooled like the FP rate: a case with nothing to find and nothing found would
+    # otherwise count as a perfect F1 of 1
+    counts = pooled_lesion_counts(cases)
+    out.update({
+        "lesion_dice": _mean([c.get("lesion_dice") for c in cases]),
+        "lesion_hd95_mm": _mean([c.get("lesion_hd95_mm") for c in cases]),
+        "lesion_f1": counts["f1"],
+        "lesion_tp": counts["tp"], "lesion_fp": counts["fp"], "lesion_fn": counts["fn"],
+        "lesion_region": ev.target, "hd95_convention": ev.hd95_convention,
+    })
     for b in SIZE_BUCKETS:
         out[f"dice_{b}"] = buckets[b]["mean"]
         out[f"n_{b}"] = buckets[b]["n"]
@@ -203,8 +218,8 @@ def paired_comparisons(records: Sequence[Any], *, reference: str = "calf",
                        seed: int = 0) -> list[dict[str, Any]]:
     """Reference loss against every other loss, per architecture, over shared pairs.
 
-    Pairs are (seed, validation case) for case Dice and HD95, and (seed, case, slice)
-    for the Dice of small ROIs (slices of one case are not independent: read the
+    Pairs are (seed, validation case) for case Dice, HD95 and lesion-wise Dice, and
+    (seed, case, slice) for the Dice of small ROIs (slices of one case are not independent: read the
     case-level result first). When ``reference`` is not among the losses, the first
     loss is the reference.
     """
@@ -226,6 +241,7 @@ def paired_comparisons(records: Sequence[Any], *, reference: str = "calf",
                 ("case Dice", lambda r: _case_values(r, "dice"), True),
                 ("case HD95 (mm)", lambda r: _case_values(r, "hd95_mm"), False),
                 ("slice Dice, small ROIs", lambda r: _small_slice_values(r, thresholds), True),
+                ("case lesion-wise Dice", lambda r: _case_values(r, "lesion_dice"), True),
             ):
                 a = {k: v for r in by_loss[reference] for k, v in getter(r).items()}
                 b = {k: v for r in by_loss[other] for k, v in getter(r).items()}
@@ -256,12 +272,15 @@ def _pm(row: dict[str, Any], m: str, digits: int = 3) -> str:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The summary as a Markdown table (mean ± sd over seeds)."""
     head = ("| architecture | loss | seeds | Dice | IoU | HD95 (mm) | FP rate, tumour-free slices "
-            "| Dice small | Dice medium | Dice large |")
-    lines = [head, "|" + "---|" * 10]
+            "| Dice small | Dice medium | Dice large | lesion-wise Dice | lesion-wise HD95 (mm) "
+            "| lesion F1 |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(f"| {r['arch']} | {r['loss']} | {r['n_seeds']} | {_pm(r, 'dice')} | "
                      f"{_pm(r, 'iou')} | {_pm(r, 'hd95_mm', 1)} | {_pm(r, 'fp_rate_empty')} | "
-                     f"{_pm(r, 'dice_small')} | {_pm(r, 'dice_medium')} | {_pm(r, 'dice_large')} |")
+                     f"{_pm(r, 'dice_small')} | {_pm(r, 'dice_medium')} | {_pm(r, 'dice_large')} | "
+                     f"{_pm(r, 'lesion_dice')} | {_pm(r, 'lesion_hd95_mm', 1)} | "
+                     f"{_pm(r, 'lesion_f1')} |")
     return "\n".join(lines)
 
 
@@ -300,6 +319,7 @@ def write_report(study_dir: str | Path, records: Sequence[Any], *, notes: Sequen
                          "--bucket-thresholds), then mean ± sd over seeds",
         "paired": "reference − other over the same (seed, case) pairs; bootstrap 95% interval "
                   f"({n_resamples} resamples, seed {seed}); Wilcoxon signed-rank (scipy)",
+        **_lesion_definitions(records),
     }
     files = {"summary_csv": study_dir / "summary.csv", "summary_json": study_dir / "summary.json",
              "paired_csv": study_dir / "paired.csv", "readme": study_dir / "README.md"}
@@ -320,6 +340,27 @@ def write_report(study_dir: str | Path, records: Sequence[Any], *, notes: Sequen
     write_json_atomic(files["summary_json"], _clean(summary))
     write_text_atomic(files["readme"], readme_text(summary, records, markdown_table(summary["rows"])))
     return summary
+
+
+def _lesion_definitions(records: Sequence[Any]) -> dict[str, str]:
+    evs = [r.evaluation for r in records]
+    regions = ", ".join(dict.fromkeys(str(e.target) for e in evs))
+    conventions = ", ".join(dict.fromkeys(str(e.hd95_convention) for e in evs))
+    settings = evs[0].lesion_settings
+    return {
+        "hd95 convention": f"{conventions} (whole-case and lesion-wise HD95; an empty "
+                           "prediction of a tumour case scores the image diagonal under monai, "
+                           "374 mm under brats)",
+        "lesion_dice, lesion_hd95_mm": (
+            f"BraTS 2023 lesion-wise scores of the runs' target region ({regions}; a binary "
+            "prediction has no other region): per case the mean over ground-truth lesions "
+            f"(> {settings.get('min_volume_mm3', 50):g} mm³, merged within "
+            f"{settings.get('dilation_voxels', 3)} voxels of dilation) and false-positive "
+            "components, a missed or false lesion scoring Dice 0 and HD95 374 mm; mean over "
+            "the validation cases, then mean ± sd over seeds"),
+        "lesion_f1": "lesion detection F1 = 2TP / (2TP + FP + FN) of the TP/FP/FN lesions "
+                     "summed over the run's validation cases, then mean ± sd over seeds",
+    }
 
 
 def _clean(obj: Any) -> Any:
