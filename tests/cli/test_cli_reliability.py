@@ -194,3 +194,23 @@ def test_analyze_names_a_label_file_with_values_outside_the_convention(tmp_path,
     assert main(["analyze", str(root), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert str(seg) in err and "label value(s) 7" in err
+
+
+# --------------------------------------------------------------------------- fault 8
+
+
+@pytest.mark.parametrize("mode", ["train", "plan"])
+def test_compare_refuses_a_folder_of_someone_elses_files(data, tmp_path, capsys, mode) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "README.md").write_text("# my thesis notes\n")
+    (out / "summary.csv").write_text("patient,score\n")
+    extra = ["--plan", str(tmp_path / "plan.json")] if mode == "plan" else []
+    code = main(["compare", str(data), "--out", str(out), "--losses", "calf,bce", "--archs",
+                 "unet", "--seeds", "1", "--epochs", "1", "--device", "cpu", "--no-progress",
+                 *extra])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert str(out) in err and "not a study" in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "summary.csv"]
+    assert (out / "README.md").read_text() == "# my thesis notes\n"
