@@ -94,10 +94,11 @@ def run(args: argparse.Namespace) -> int:
     from ..calf.rules_io import load_rules
     from ._engine import check_outputs, clean_json, write_json_output
 
-    if args.json and args.json != "-" and not args.overwrite and Path(args.json).exists():
+    json_path = Path(args.json).expanduser() if args.json and args.json != "-" else None
+    if json_path is not None and json_path.exists() and not args.overwrite:
         from ..errors import CalfFileExistsError
 
-        raise CalfFileExistsError(args.json)  # before the measuring, not after
+        raise CalfFileExistsError(json_path)  # before the measuring, not after
     check_outputs({"--json": args.json})
     result = analyze(args)
     stats, sel, filt = result["statistics"], result["selection"], result["filtering"]

@@ -31,6 +31,7 @@ from ..engine.checkpoints import BEST_WEIGHTS, RUN_CARD, STATE_JSON, read_json, 
 from ..config import RunConfig
 from ..errors import CalfCheckpointError, CalfConfigError, CalfError, CalfInputError
 from ..events import Progress, StopCallback
+from .run_health import FINISHED, run_damage, weights_damage
 
 __all__ = [
     "STUDY_JSON", "RUNS_DIR", "EVALUATIONS_DIR", "LOGS_DIR", "FINISHED",
@@ -44,8 +45,6 @@ STUDY_JSON = "study.json"
 RUNS_DIR = "runs"
 EVALUATIONS_DIR = "evaluations"
 LOGS_DIR = "logs"
-#: Run-card statuses of a run that needs no more training.
-FINISHED = ("finished", "early-stopped")
 _NAME = re.compile(r"^(?P<arch>[^_]+(?:_[^_]+)*)__(?P<loss>[^_]+(?:_[^_]+)*)__seed(?P<seed>\d+)$")
 #: Settings that may differ between a run and the study's plan without changing results.
 _IGNORED = {"out_dir", "overwrite", "resume", "train.device", "data.cache_dir", "data.store",
@@ -310,41 +309,6 @@ class RunRecord:
         return dict((self.card.get("data") or {}).get("statistics") or {})
 
 
-def weights_damage(run_dir: str | Path) -> str | None:
-    """What is wrong with a run's best weights file, or None when it can be loaded.
-
-    Cheap (the header is parsed and checked against the file's length, no tensor is
-    read), so it runs for every run a study looks at.
-    """
-    from ..engine.checkpoints import check_safetensors
-
-    path = Path(run_dir) / BEST_WEIGHTS
-    try:
-        check_safetensors(path)
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy"):
-            pass
-    except CalfCheckpointError as exc:
-        return str(exc).split(" Fix:")[0]
-    except Exception as exc:  # SafetensorError, OSError: the file does not hold what it says
-        return f"{path}: damaged ({exc})"
-    return None
-
-
-def _damage(folder: Path) -> str | None:
-    """Why a run folder whose card says finished cannot be reported, or None."""
-    try:
-        card = read_json(folder / RUN_CARD)
-    except CalfCheckpointError as exc:
-        return str(exc).split(" Fix:")[0]
-    if not isinstance(card, dict):
-        return f"{folder / RUN_CARD} is not a run card (a JSON {type(card).__name__}, not an object)"
-    if card.get("status") in FINISHED and (folder / BEST_WEIGHTS).is_file():
-        return weights_damage(folder)
-    return None
-
-
 def find_runs(study_dir: str | Path) -> tuple[list[tuple[str, Path, dict[str, Any]]], list[str]]:
     """Run folders of a study: (finished runs as (name, folder, card), notes on the rest).
 
@@ -364,7 +328,7 @@ def find_runs(study_dir: str | Path) -> tuple[list[tuple[str, Path, dict[str, An
             continue
         status = run_status(folder)
         if status != "finished":
-            why = _damage(folder) if (folder / RUN_CARD).is_file() else None
+            why = run_damage(folder) if (folder / RUN_CARD).is_file() else None
             notes.append(f"{folder.name}: damaged ({why}); left out of the report, and trained "
                          "again when the study's compare command is rerun" if why else
                          f"{folder.name}: not finished ({status}), left out of the report")
