@@ -72,7 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write the runs as `napari-calf train` command lines and stop")
     s.add_argument("--collect", type=Path, default=None, metavar="STUDY",
                    help="only evaluate and report the runs that exist in STUDY")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --plan file")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --plan file; write a study into a non-empty "
+                        "folder that is not a study; let the report replace files of its "
+                        "names that the study did not write (or that were edited since)")
     r = p.add_argument_group("report")
     r.add_argument("--reference", default="calf",
                    help="loss the others are compared with (default calf)")
@@ -201,10 +204,12 @@ def write_plan(args: argparse.Namespace, plan: Any, argvs: dict[str, list[str]])
     from ..engine.checkpoints import write_json_atomic
     from ..errors import CalfFileExistsError
     from ..study.compare import write_study_json
+    from ..study.report_files import check_study_folder
 
     path = Path(args.plan).expanduser()
     if path.exists() and not args.overwrite:
         raise CalfFileExistsError(path)
+    check_study_folder(plan.study_dir, overwrite=args.overwrite)
     commands = [command_line(argvs[r.name]) for r in plan.runs]
     n = len(commands)
     doc = {
@@ -252,7 +257,9 @@ def run(args: argparse.Namespace) -> int:
               f"job), then: napari-calf compare --collect {plan.study_dir}")
         return 0
     from ..study.compare import check_run_matches, write_study_json
+    from ..study.report_files import check_study_folder
 
+    check_study_folder(plan.study_dir, overwrite=args.overwrite)  # someone's folder: refuse
     for r in plan.runs:
         check_run_matches(r)
     write_study_json(plan.study_dir, study_info(args, plan))
@@ -379,7 +386,7 @@ def collect(args: argparse.Namespace, study_dir: Path) -> int:
         print(f"note: {note}")
     summary = write_report(study_dir, records, notes=notes, thresholds=thresholds, info=info,
                            reference=args.reference, n_resamples=args.bootstrap,
-                           plots=not args.no_plots)
+                           plots=not args.no_plots, overwrite=args.overwrite)
     _print_summary(summary)
     print(f"Report: {study_dir / 'README.md'} (summary.csv, summary.json, paired.csv"
           + (", plots/" if summary.get("plots") else "") + ")")

@@ -105,22 +105,30 @@ def readme_text(summary: dict[str, Any], records: Sequence[Any], table: str) -> 
         "",
         "## Paired comparison",
         "",
-        "| architecture | comparison | metric | pairs | mean diff | 95% CI | Wilcoxon p |",
+        "| architecture | comparison | metric | pairs (cases) | mean diff | 95% CI | Wilcoxon p |",
         "|---|---|---|---|---|---|---|",
     ]
+    boot = summary.get("bootstrap") or {}
     for p in summary.get("paired") or []:
         ci = ("—" if p["ci_low"] is None else f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]")
         pv = _fmt(p["p_wilcoxon"], 3) if p["p_wilcoxon"] is not None else (p["p_note"] or "—")
         md = "—" if p["mean_diff"] is None else f"{p['mean_diff']:+.3f}"
+        n = str(p["n_pairs"]) + ("" if p.get("n_cases") is None else f" ({p['n_cases']})")
         lines.append(f"| {p['arch']} | {p['reference']} − {p['other']} | {p['metric']} | "
-                     f"{p['n_pairs']} | {md} | {ci} | {pv} |")
+                     f"{n} | {md} | {ci} | {pv} |")
     lines += ["", "In words:", ""]
     lines += [f"- {p['arch']}: {p['verdict']}" for p in summary.get("paired") or []]
     lines += [
         "",
-        "Read with care: pairs are (seed, validation case); slice-level pairs of small ROIs "
-        "are not independent (slices of one case are correlated), so their p-values are "
-        "optimistic. A handful of cases and seeds can only show large differences.",
+        "How the numbers were computed: each difference is reference − other over the "
+        "same pairs, (seed, validation case) for the case metrics and (seed, case, slice) "
+        "for the Dice of small ROIs. The 95% interval is a percentile bootstrap "
+        f"(scipy.stats.bootstrap, {boot.get('n_resamples', '?')} resamples, seed "
+        f"{boot.get('seed', '?')}) resampling validation cases with all their pairs (a "
+        "cluster bootstrap: slices of a case, and a case seen under several seeds, are "
+        "correlated, so cases are the independent units); the Wilcoxon signed-rank test runs "
+        "on one mean difference per case for the same reason. A handful of cases and seeds "
+        "can only show large differences.",
         "",
     ]
     if summary.get("plots"):
