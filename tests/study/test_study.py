@@ -69,8 +69,10 @@ def _card(folder: Path, status: str, *, state: bool = False, weights: bool = Tru
     (folder / "run.json").write_text(json.dumps({"status": status, "config": {}}))
     if state:
         (folder / "state.safetensors").write_bytes(b"x")
-    if weights:
-        (folder / "model.safetensors").write_bytes(b"x")
+    if weights:  # a real (tiny) weights file: a damaged one means "train it again"
+        from safetensors.numpy import save_file
+
+        save_file({"w": np.zeros(4, np.float32)}, str(folder / "model.safetensors"))
 
 
 def test_run_status_decides_skip_resume_restart(tmp_path: Path) -> None:

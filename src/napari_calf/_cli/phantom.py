@@ -37,6 +37,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+class _FolderSnapshot:
+    """What ``folder`` held before a write, so that what the write added can be removed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.existed = folder.is_dir()
+        self.before = {p.name for p in folder.iterdir()} if self.existed else set()
+
+    def remove_new(self) -> None:
+        import shutil
+
+        if not self.folder.is_dir():
+            return
+        for entry in self.folder.iterdir():
+            if entry.name in self.before:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        if not self.existed and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
 def _fmt(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.2f}"
 
@@ -50,7 +74,14 @@ def run(args: argparse.Namespace) -> int:
 
     gen = write_dataset(args.out_dir, args.cases, seed=args.seed, skew=args.skew,
                         overwrite=args.overwrite)
-    cases = drain_with_tqdm(gen, "phantom", disable=args.no_progress)
+    created = _FolderSnapshot(args.out_dir)
+    try:
+        cases = drain_with_tqdm(gen, "phantom", disable=args.no_progress)
+    except BaseException:
+        # A full disk or Ctrl-C mid-way: take away what this run created (a half dataset
+        # without its dataset.json would look usable); keep everything that was there.
+        created.remove_new()
+        raise
     print(f"Wrote {len(cases)} synthetic cases ({args.skew} preset, seed {args.seed}) "
           f"to {args.out_dir.resolve()}")
     # Measured from the label files just written, by the same code `analyze` uses.

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import CalfConfigError, CalfFileExistsError
     from ..engine.inference import iter_predict_volume, load_run
     from . import drain_with_tqdm
-    from ._engine import clean_json, write_json_output
+    from ._engine import check_outputs, clean_json, write_json_output
 
     if not 0 < args.threshold < 1:
         raise CalfConfigError(f"--threshold {args.threshold} must be between 0 and 1.")
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         for path in outputs + ([Path(args.json)] if args.json and args.json != "-" else []):
             if path.exists():
                 raise CalfFileExistsError(path)
+    check_outputs({"--out": args.out, "--probabilities": args.probabilities, "--json": args.json})
     run_ = load_run(args.run_dir)
     source = args.inputs[0] if len(args.inputs) == 1 else [str(p) for p in args.inputs]
     pred = drain_with_tqdm(

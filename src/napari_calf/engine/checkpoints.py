@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CalfCheckpointError, CalfError, CalfFileExistsError
+from ..errors import CalfCheckpointError, CalfError, CalfFileExistsError, CalfInputError
 from ..io.files import _umask, atomic_path, write_text_atomic  # noqa: F401 (re-exported)
 from ._state_codec import flatten, unflatten
 
@@ -77,6 +77,15 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
+    except CalfFileExistsError:
+        raise
+    except CalfInputError as exc:
+        # io.files names a folder that cannot take the file; the OSError it came from
+        # (kept as the context) tells a full disk, which run files explain their own way
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError) and not isinstance(cause, CalfError):
+            raise write_error(path, cause, len(data)) from None
+        raise CalfCheckpointError(str(exc)) from None
     except CalfError:
         raise
     except OSError as exc:
@@ -96,7 +105,8 @@ def write_error(path: Path, exc: OSError, nbytes: int) -> CalfCheckpointError:
         )
     return CalfCheckpointError(
         f"{path}: cannot be written ({exc.strerror or exc}); the previous version of the file "
-        "is kept. Fix: check the folder's permissions and the disk, or choose another --out."
+        "is kept. Fix: check the folder's permissions and the disk, or choose another --out; "
+        "a training stopped by this continues with `napari-calf train --resume RUN`."
     )
 
 

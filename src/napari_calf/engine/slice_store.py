@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Generator, Mapping, Sequence
@@ -320,12 +321,51 @@ def iter_build_slice_store(
     return store
 
 
+# .tmp-<store name>-<host>-<pid>-<ns>; stores of earlier versions lack the host part.
+_TMP_STORE = re.compile(
+    r"^\.tmp-slices-[A-Za-z0-9_]+-[0-9a-f]{24}(?:-(?P<host>[A-Za-z0-9]{1,24}))?"
+    r"-(?P<pid>\d{1,10})-\d+$"
+)
+
+
+def remove_stale_store_dirs(root: Path) -> list[Path]:
+    """Remove temporary store folders of killed builds from the cache folder ``root``.
+
+    Only folders named exactly like :func:`_make_tmp_dir` names them, whose builder is gone
+    and which are older than this process (:func:`napari_calf.io.files.leftover_is_stale`,
+    judged on the newest time stamp of the folder and its files), are removed.
+    """
+    from ..io.files import leftover_is_stale
+
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP_STORE.match(entry.name)
+        if m is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            newest = max([entry.stat(follow_symlinks=False).st_mtime]
+                         + [f.stat(follow_symlinks=False).st_mtime for f in os.scandir(entry.path)])
+        except OSError:
+            continue
+        if leftover_is_stale(m["host"] or "", int(m["pid"]), newest):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            log.info("removed %s, left behind by an interrupted slice-store build", entry.path)
+            removed.append(Path(entry.path))
+    return sorted(removed)
+
+
 def _make_tmp_dir(root: Path, name: str, nbytes: int) -> Path:
+    from ..io.files import HOST_TAG
     from .checkpoints import check_free_space
 
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".tmp-{name}-{os.getpid()}-{time.monotonic_ns()}"
+        remove_stale_store_dirs(root)  # before the free-space check: they take space
+        tmp = root / f".tmp-{name}-{HOST_TAG}-{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir()
     except OSError as exc:
         raise CalfCheckpointError(

@@ -32,12 +32,13 @@ from ..engine.checkpoints import run_files_present, write_json_atomic
 from ..config import RunConfig
 from ..errors import CalfCheckpointError, CalfConfigError, CalfError, CalfInputError
 from ..events import Progress, StopCallback
+from .run_health import FINISHED, run_damage, weights_damage
 
 __all__ = [
     "STUDY_JSON", "RUNS_DIR", "EVALUATIONS_DIR", "LOGS_DIR", "FINISHED",
     "PlannedRun", "StudyPlan", "RunRecord", "StudyRunEvent",
     "run_name", "parse_run_name", "plan_study", "run_status", "check_run_matches",
-    "iter_run_study", "find_runs", "iter_collect", "config_differences", "sort_records",
+    "iter_run_study", "find_runs", "weights_damage", "iter_collect", "config_differences", "sort_records",
     "write_study_json", "read_study_json",
 ]
 
@@ -45,8 +46,6 @@ STUDY_JSON = "study.json"
 RUNS_DIR = "runs"
 EVALUATIONS_DIR = "evaluations"
 LOGS_DIR = "logs"
-#: Run-card statuses of a run that needs no more training.
-FINISHED = ("finished", "early-stopped")
 _NAME = re.compile(r"^(?P<arch>[^_]+(?:_[^_]+)*)__(?P<loss>[^_]+(?:_[^_]+)*)__seed(?P<seed>\d+)$")
 #: Settings that may differ between a run and the study's plan without changing results.
 _IGNORED = {"out_dir", "overwrite", "resume", "train.device", "data.cache_dir", "data.store",
@@ -167,8 +166,11 @@ def run_status(run_dir: str | Path) -> str:
         card = read_json(run_dir / RUN_CARD)
     except CalfCheckpointError:
         return "restart"
+    if not isinstance(card, dict):
+        return "restart"
     if card.get("status") in FINISHED and (run_dir / BEST_WEIGHTS).is_file():
-        return "finished"
+        # finished, but weights that cannot be loaded are trained again, not skipped
+        return "finished" if weights_damage(run_dir) is None else "restart"
     return "resumable" if (run_dir / STATE_TENSORS).is_file() else "restart"
 
 
@@ -312,7 +314,11 @@ class RunRecord:
 
 
 def find_runs(study_dir: str | Path) -> tuple[list[tuple[str, Path, dict[str, Any]]], list[str]]:
-    """Run folders of a study: (finished runs as (name, folder, card), notes on the rest)."""
+    """Run folders of a study: (finished runs as (name, folder, card), notes on the rest).
+
+    A damaged run (unreadable card, weights that cannot be loaded) is listed in the notes
+    with what is wrong; it never stops the others from being reported.
+    """
     root = Path(study_dir) / RUNS_DIR
     if not root.is_dir():
         raise CalfInputError(study_dir, f"has no {RUNS_DIR}/ folder, so it is not a study "
@@ -326,7 +332,10 @@ def find_runs(study_dir: str | Path) -> tuple[list[tuple[str, Path, dict[str, An
             continue
         status = run_status(folder)
         if status != "finished":
-            notes.append(f"{folder.name}: not finished ({status}), left out of the report")
+            why = run_damage(folder) if (folder / RUN_CARD).is_file() else None
+            notes.append(f"{folder.name}: damaged ({why}); left out of the report, and trained "
+                         "again when the study's compare command is rerun" if why else
+                         f"{folder.name}: not finished ({status}), left out of the report")
             continue
         finished.append((folder.name, folder, read_json(folder / RUN_CARD)))
     return finished, notes
@@ -384,7 +393,8 @@ def iter_collect(
         cache = eval_dir / f"{name}.json"
         evaluation = None
         if cache.is_file():
-            with contextlib.suppress(CalfCheckpointError, KeyError, TypeError, ValueError):
+            with contextlib.suppress(CalfCheckpointError, KeyError, TypeError, ValueError,
+                                     AttributeError):
                 stored = read_json(cache)
                 if stored.get("key") == key:
                     evaluation = RunEvaluation.from_dict(stored["evaluation"])
@@ -396,8 +406,16 @@ def iter_collect(
                                      "on its validation cases.",
                                      "pass the dataset folder with --data DATA.")
             val = list(((card.get("data") or {}).get("split") or {}).get("val") or [])
-            evaluation = yield from iter_evaluate_run(folder, data, case_ids=val or None,
-                                                      batch_size=batch_size, device=device)
+            try:
+                evaluation = yield from iter_evaluate_run(folder, data, case_ids=val or None,
+                                                          batch_size=batch_size, device=device)
+            except CalfError as exc:
+                # one run that cannot be evaluated (weights that do not fit, a case gone)
+                # is listed; the others are still reported
+                notes.append(f"{name}: could not be evaluated, left out of the report "
+                             f"({exc})")
+                yield Progress("collect", i, len(found), f"{name} (failed)")
+                continue
             eval_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(cache, {"run": name, "key": key,
                                       "evaluation": evaluation.to_dict()})

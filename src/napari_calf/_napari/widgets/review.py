@@ -6,8 +6,9 @@
   a Labels layer on the image layers' grid (same scale and translate, the reader's
   display convention), so it overlays them exactly and saves back onto the source file.
 - With a ground-truth Labels layer: an error layer (TP green, FP magenta, FN yellow),
-  the core's per-case metrics, a per-slice table (worst first; a click shows the slice)
-  and a Dice-vs-ROI-size scatter.
+  the core's per-case metrics, a per-lesion table (BraTS 2023 lesion-wise scores of the
+  run's target region, computed in a worker; a click goes to the lesion), a per-slice
+  table (worst first; a click shows the slice) and a Dice-vs-ROI-size scatter.
 - Exports: the prediction as NIfTI in the source orientation, the metrics as CSV.
 
 All arrays handed to the core are canonical RAS (``reader.layer_to_canonical``);
@@ -41,6 +42,7 @@ from ._layer_combo import LayerCombo
 from ._plots import ThemedPlot
 from ._review_analysis import ERROR_COLOURS, error_counts, error_map, slice_rows
 from ._review_export import ReviewExportsMixin
+from ._review_lesions import LesionPanel
 from ._review_state import ReviewResult, legend_html, run_summary
 from ._review_table import SliceTable
 from ._training_form import PathField
@@ -128,6 +130,7 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         self.counts_label = QLabel(legend_html(None))
         grid.addWidget(self.counts_label, 2, 0, 1, len(METRIC_NAMES))
 
+        self.lesions = LesionPanel(napari_viewer, self._prediction_layer)
         self.table = SliceTable()
         self.table.slice_activated.connect(self.go_to_slice)
         self.scatter = ThemedPlot(self, theme=str(getattr(napari_viewer, "theme", "dark")), height=2.2)
@@ -151,6 +154,7 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         layout.addWidget(self.images_box)
         layout.addLayout(predict_row)
         layout.addWidget(metrics_box)
+        layout.addWidget(self.lesions, 1)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.scatter, 1)
         layout.addLayout(save_row)
@@ -241,6 +245,10 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
             self.truth_combo.refresh()
 
     # ------------------------------------------------------------------ prediction
+
+    def _prediction_layer(self) -> Any | None:
+        name = self.prediction_name
+        return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _reference_layer(self) -> Any | None:
         combos = list(self.image_combos.values())
@@ -349,6 +357,7 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         truth = binary_target(labels, target, info.get("label_convention") or "brats2021")
         spacing = tuple(float(s) for s in np.asarray(pred_layer.scale)[::-1])  # (x, y, z) mm
         metrics = case_metrics(layer_to_canonical(pred), layer_to_canonical(truth), spacing, axis=2)
+        self.lesions.start(layer_to_canonical(pred), layer_to_canonical(truth), spacing, target)
         errors = error_map(pred, truth)
         counts = error_counts(errors)
         rows = slice_rows(pred, truth, axis=0)

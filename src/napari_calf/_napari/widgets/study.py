@@ -40,9 +40,11 @@ from ...errors import CalfInputError
 SUMMARY_COLUMNS = (("arch", "Architecture"), ("loss", "Loss"), ("n_seeds", "Seeds"),
                    ("dice", "Dice"), ("iou", "IoU"), ("hd95_mm", "HD95 (mm)"),
                    ("fp_rate_empty", "FP rate, tumour-free"), ("dice_small", "Dice small"),
-                   ("dice_medium", "Dice medium"), ("dice_large", "Dice large"))
+                   ("dice_medium", "Dice medium"), ("dice_large", "Dice large"),
+                   ("lesion_dice", "Lesion-wise Dice"), ("lesion_f1", "Lesion F1"))
 RUN_COLUMNS = (("run", "Run"), ("seed", "Seed"), ("dice", "Dice"), ("hd95_mm", "HD95 (mm)"),
-               ("fp_rate_empty", "FP rate"), ("dice_small", "Dice small"))
+               ("fp_rate_empty", "FP rate"), ("dice_small", "Dice small"),
+               ("lesion_dice", "Lesion-wise Dice"), ("lesion_f1", "Lesion F1"))
 PLOTS = (("dice_by_size", "Dice by size"), ("dice_vs_size", "Dice vs size"))
 
 
