@@ -120,7 +120,10 @@ def test_collect_evaluates_again_a_run_cached_before_lesion_scores(tmp_path: Pat
     card = {"status": "finished", "config": {"data": {"data_dir": str(tmp_path)}},
             "data": {"split": {"val": ["a", "b"]}}}
     (run / "run.json").write_text(json.dumps(card))
-    (run / "model.safetensors").write_bytes(b"x")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(4, np.float32)}, str(run / "model.safetensors"))  # readable weights
     fresh = _records()[0].evaluation
     old = json.loads(json.dumps(fresh.to_dict()))  # a copy: the case dicts are shared
     del old["hd95_convention"], old["lesion_settings"]
