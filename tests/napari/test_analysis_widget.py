@@ -55,7 +55,13 @@ def _analyse(qtbot, widget, folder: Path) -> None:
     widget.folder_radio.setChecked(True)
     with qtbot.waitSignal(widget.updated, timeout=60_000):
         qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    _settled(qtbot, widget)
+
+
+def _settled(qtbot, widget) -> None:
+    """Wait until the numbers and both plots on screen are the latest (all are computed off the GUI thread)."""
+    qtbot.waitUntil(lambda: not widget.busy and widget.histogram.is_current()
+                    and widget.transform_plot.is_current(), timeout=30_000)
 
 
 def test_widget_opens_from_the_manifest(make_napari_viewer) -> None:
@@ -133,19 +139,18 @@ def test_clicking_a_bar_lists_its_slices_and_choosing_one_moves_the_viewer(
     bin_index = int(np.flatnonzero(counts)[len(np.flatnonzero(counts)) // 2])
 
     x, y = widget.histogram.bin_centre_in_widget(bin_index)
-    qtbot.mouseClick(widget.histogram.canvas, Qt.MouseButton.LeftButton, pos=QPoint(x, y))
+    qtbot.mouseClick(widget.histogram, Qt.MouseButton.LeftButton, pos=QPoint(x, y))
     qtbot.waitUntil(lambda: widget.bin_list.count() == counts[bin_index], timeout=5_000)
 
     lo, hi = edges[bin_index], edges[bin_index + 1]
     a = reference_areas.areas
     in_bin = (a > 0) & (a >= lo) & ((a < hi) | ((a == hi) & (bin_index == len(edges) - 2)))
     expected = {(str(c), int(s)) for c, s in zip(reference_areas.case_ids[in_bin], reference_areas.slices[in_bin])}
-    listed = {widget.bin_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(widget.bin_list.count())}
+    listed = {(e.case_id, e.index) for e in map(widget.bin_list.entry, range(widget.bin_list.count()))}
     assert listed == expected
 
-    item = widget.bin_list.item(0)
-    case_id, slice_index = item.data(Qt.ItemDataRole.UserRole)
-    rect = widget.bin_list.visualItemRect(item)
+    case_id, slice_index = widget.bin_list.entry(0).case_id, widget.bin_list.entry(0).index
+    rect = widget.bin_list.row_rect(0)
     qtbot.mouseClick(widget.bin_list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     qtbot.waitUntil(lambda: any(layer.name.startswith(case_id) for layer in viewer.layers), timeout=30_000)
     # Axial slice k of the canonical volume is step k of the first slider (reader convention).
@@ -169,12 +174,18 @@ def test_filter_counts_match_filter_slices(make_napari_viewer, qtbot, dataset, r
 
     expected = filter_slices(reference_areas, empty_fraction=0.25, min_area=round(min_area, 1), outlier_iqr=0.3)
     summary = expected.summary()
-    assert widget.filter_counts_label.text() == (
-        f"Kept: {summary['kept']}   Dropped: {summary['dropped']}   Flagged: {summary['flagged']}"
-    )
     assert summary["dropped_small"] > 0 and summary["flagged"] > 0  # the test exercises both
+    text = widget.filter_counts_label.text()
+    assert f"Kept: {summary['kept']}" in text and f"Flagged: {summary['flagged']}" in text
+    # "Dropped" adds up: the empty slices left out plus the too-small ones, each named
+    assert (f"Dropped: {summary['dropped']} ({summary['dropped_empty']} empty, "
+            f"{summary['dropped_small']} too small)") in text
+    assert summary["dropped"] == summary["dropped_empty"] + summary["dropped_small"]
+    # the list holds exactly the slices with tumour that were dropped or flagged, and says so
     listed = widget.flagged_list.count()
     assert listed == sum(1 for row in expected.report if row["area"] > 0)
+    assert listed == summary["dropped_small"] + summary["flagged"]
+    assert f"The {listed} slice(s) with tumour" in widget.flagged_caption.text()
     # statistics follow the filter: S over the kept slices only
     kept = expected.apply(reference_areas).nonzero()
     assert widget.stats.skewness == pytest.approx(sps.skew(kept, bias=True), rel=1e-9)
@@ -257,8 +268,8 @@ def test_screenshot_of_the_widget_with_data(make_napari_viewer, qtbot, dataset) 
     _analyse(qtbot, widget, dataset)
     counts, _ = np.histogram(widget.kept_nonzero()[2], bins=widget.histogram.edges)
     widget.select_bin(int(np.argmax(counts)))
-    item = widget.bin_list.item(0)
-    widget.go_to_slice(*item.data(Qt.ItemDataRole.UserRole))
+    entry = widget.bin_list.entry(0)
+    widget.go_to_slice(entry.case_id, entry.index)
     qtbot.wait(300)
     shot = viewer.screenshot(canvas_only=False, flash=False)
     assert shot.shape[0] > 800 and shot.shape[1] > 1200

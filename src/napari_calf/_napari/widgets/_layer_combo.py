@@ -7,6 +7,15 @@ from typing import Any
 from qtpy.QtWidgets import QComboBox
 
 NONE_TEXT = "(none)"
+#: ``layer.metadata["napari_calf"]["role"]`` of the layers the review widget makes.
+PREDICTION_ROLE = "prediction"
+ERRORS_ROLE = "errors"
+
+
+def made_by_plugin(layer: Any) -> bool:
+    """Whether ``layer`` is a prediction or error map napari-calf made (not data to analyse)."""
+    info = (getattr(layer, "metadata", None) or {}).get("napari_calf") or {}
+    return info.get("role") in (PREDICTION_ROLE, ERRORS_ROLE)
 
 
 class LayerCombo(QComboBox):
