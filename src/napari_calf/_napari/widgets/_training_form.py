@@ -114,7 +114,8 @@ class TrainingForm(QWidget):
         self.data_dir = PathField("Dataset folder (BraTS-style case folders)")
         self.data_dir.edit.setPlaceholderText("dataset folder")
         self.use_analysed = QPushButton("Use analysed")
-        self.use_analysed.setToolTip("Take the dataset folder of the CALF analysis widget.")
+        self.use_analysed.setToolTip("Take the dataset folder of the imbalance analysis widget "
+                                     "(open it from the Plugins menu first).")
         self.data_dir.layout().addWidget(self.use_analysed)
         layout.addRow("Data", self.data_dir)
 
@@ -146,9 +147,9 @@ class TrainingForm(QWidget):
         )
         self.selection = QLabel("")
         self.selection.setWordWrap(True)
-        self.selection.setStyleSheet("color: #9fd8ff;")
+        self.selection.setStyleSheet("font-weight: bold;")  # theme colours: readable in light and dark
         # fixed: filled in when a run starts, and must not shift the plots below then
-        self.selection.setFixedHeight(2 * self.selection.fontMetrics().lineSpacing() + 4)
+        self.selection.setFixedHeight(4 * self.selection.fontMetrics().lineSpacing() + 4)
         layout.addRow("Loss", self.loss)
         layout.addRow("", self.selection)
 

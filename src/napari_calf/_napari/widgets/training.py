@@ -31,6 +31,9 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import CalfError
+from ._activity import Activity
+from ._dock import fit_view_soon, main_window_of, open_dock, scrollable
+from ._plots import follow_theme
 from ._training_curves import TrainingCurves
 from ._training_events import describe_event
 from ._training_events import duration_text as _duration
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Longest wait for the training thread when the widget or the viewer closes. The core
 #: checks its stop callback at every batch, so this only runs out if one batch takes longer.
 CLOSE_WAIT_S = 30.0
+#: Status while a stop request waits for the batch that is running.
+STOPPING = "Stopping after the current batch…"
 
 
 def _run_training(config: Any, stop: threading.Event):
@@ -160,6 +165,8 @@ class TrainingWidget(QWidget):
         #: Set once torch, smp and the engine are imported (see ``_import_training_stack``).
         self.preloaded = threading.Event()
         _start_preload(self.preloaded)
+        self.activity = Activity("CALF fine-tuning")
+        self._framed = False
 
         self.form = TrainingForm(self)
         self.form.use_analysed.clicked.connect(self.use_analysed_dataset)
@@ -185,6 +192,7 @@ class TrainingWidget(QWidget):
         self.status.setFixedHeight(3 * lines + 4)
         self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.curves = TrainingCurves(self, theme=str(getattr(napari_viewer, "theme", "dark")))
+        follow_theme(napari_viewer, self.curves.loss_plot, self.curves.dice_plot)
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -193,7 +201,7 @@ class TrainingWidget(QWidget):
         self.review_button.setEnabled(False)
         self.review_button.clicked.connect(self.review_model)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrollable(self))  # the dock scrolls: it fits any screen
         layout.addWidget(self.form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -210,10 +218,7 @@ class TrainingWidget(QWidget):
 
     def _main_window(self) -> QMainWindow | None:
         """The napari main window this widget is docked in (floating docks keep it as parent)."""
-        widget = self.parentWidget()
-        while widget is not None and not isinstance(widget, QMainWindow):
-            widget = widget.parentWidget()
-        return widget
+        return main_window_of(self)
 
     def _watch_main_window(self) -> None:
         window = self._main_window()
@@ -224,7 +229,11 @@ class TrainingWidget(QWidget):
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self._watch_main_window()
+        self._offer_analysed_dataset()  # the analysis may have been opened since
         super().showEvent(event)
+        if not self._framed:  # docking narrowed the canvas: keep the image in frame
+            self._framed = True
+            fit_view_soon(self.viewer)
 
     # ------------------------------------------------------------------ data from analysis
 
@@ -244,18 +253,24 @@ class TrainingWidget(QWidget):
         return None
 
     def _offer_analysed_dataset(self) -> None:
+        """Fill an empty data field with the analysed dataset, if there is one now."""
         folder = self._analysed_folder()
-        self.form.use_analysed.setEnabled(folder is not None)
-        if folder and not self.form.data_dir.text():
+        if folder and not self.form.data_dir.text() and not self.running:
             self.form.data_dir.setText(folder)
 
     def use_analysed_dataset(self) -> None:
-        """Fill the data field with the analysis widget's dataset folder."""
+        """Fill the data field with the analysis widget's dataset folder.
+
+        The button is always enabled: the analysis widget may be opened, or pointed at
+        a folder, after this widget (it is looked up at the click).
+        """
         folder = self._analysed_folder()
         if folder is None:
-            self._set_status("No analysed dataset: open 'Analyse dataset (CALF)' and choose a folder.")
+            self._set_status("No analysed dataset yet: open Plugins > CALF segmentation > "
+                             "Imbalance analysis (CALF) and choose a dataset folder there.")
             return
         self.form.data_dir.setText(folder)
+        self._set_status(f"Dataset from the analysis: {folder}")
 
     # ------------------------------------------------------------------ run control
 
@@ -316,6 +331,7 @@ class TrainingWidget(QWidget):
         self.progress.setRange(0, 0)  # busy until the core reports a total
         self.progress.setFormat("preparing data…")
         self._set_status("Preparing the dataset…")
+        self.activity.start("preparing data")
         self._t0 = time.monotonic()
         worker = create_worker(_run_training, config, self._stop, _start_thread=False,
                                _ignore_errors=True)  # errors go to _on_errored, not re-raised
@@ -335,7 +351,8 @@ class TrainingWidget(QWidget):
         if self.running:
             self._stop.set()
             self.stop_button.setEnabled(False)
-            self._set_status("Stopping after the current batch…")
+            self._set_status(STOPPING)
+            self.activity.update(message="stopping after the current batch")
 
     def stop_and_wait(self, timeout: float = CLOSE_WAIT_S) -> bool:
         """Stop the run and wait (bounded) until its thread has ended; True if it has."""
@@ -370,8 +387,11 @@ class TrainingWidget(QWidget):
             self.progress.setRange(0, update.total)
             self.progress.setValue(min(update.current, update.total))
             self.progress.setFormat(f"%p%  {self._eta(update)}")
+            self.activity.update(min(update.current, update.total), update.total,
+                                 None if self._stop.is_set() else self._eta(update) or "training")
         if update.status:
-            self._set_status(update.status)
+            # after Stop, the batch still running reports too: keep saying that it stops
+            self._set_status(f"{STOPPING} ({update.status})" if self._stop.is_set() else update.status)
         if update.notify:
             from napari.utils.notifications import show_info
 
@@ -415,6 +435,7 @@ class TrainingWidget(QWidget):
         self.progress.setFormat("failed")
 
     def _on_finished(self) -> None:
+        self.activity.close()
         # drop the worker: its signal connections would otherwise keep this widget (and
         # through it the viewer) alive after the window closes
         self.worker = None
@@ -447,9 +468,11 @@ class TrainingWidget(QWidget):
         """Open the review widget (docking it if needed) and load this run's best model."""
         if self.run_dir is None:
             return
-        _, widget = self.viewer.window.add_plugin_dock_widget(
-            "napari-calf", "Review predictions (CALF)"
-        )
+        from .review import REVIEW_DISPLAY_NAME, ReviewWidget
+
+        # the review dock may already be open (from the Plugins menu, or an earlier click):
+        # reuse it, never open a second one
+        widget = open_dock(self.viewer, ReviewWidget, REVIEW_DISPLAY_NAME)
         widget.load_run(self.run_dir)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
