@@ -105,11 +105,15 @@ def dock_plugin_widgets(viewer: Any, widgets_out: dict[str, Any] | None = None) 
         print(f"napari-calf demo: the {PLUGIN} plugin is not registered with napari; "
               "no widgets docked (is the package installed? `pip install -e .`)", file=sys.stderr)
         return []
+    from .widgets._dock import menu_name
+
     docked: list[Any] = []
     for contribution in manifest.contributions.widgets or []:
         name = contribution.display_name
         try:
-            dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=bool(docked))
+            widget = contribution.get_callable()(napari_viewer=viewer)
+            # named as the Plugins menu names it: the menu then toggles this dock
+            dock = viewer.window.add_dock_widget(widget, name=menu_name(name), tabify=bool(docked))
         except Exception as exc:  # a broken widget must not take the demo down
             print(f"napari-calf demo: could not open the widget {name!r} "
                   f"({type(exc).__name__}: {exc}); skipped.", file=sys.stderr)
@@ -219,7 +223,7 @@ def build_viewer(*, widgets: bool = True, main_job: bool = True) -> tuple[Any, A
     from .sample_data import LABELS_NAME
 
     viewer = napari.Viewer(title="napari-calf demo: brain-tumour phantom")
-    viewer.window.resize(1560, 960)
+    fit_window_to_screen(viewer)
     # Through npe2, exactly as File > Open Sample does: proves the manifest entry works.
     viewer.open_sample(PLUGIN, SAMPLE_KEY)
     viewer.dims.ndisplay = 2
@@ -239,7 +243,32 @@ def build_viewer(*, widgets: bool = True, main_job: bool = True) -> tuple[Any, A
     from qtpy.QtCore import QTimer
 
     QTimer.singleShot(0, lambda: _raise_first(docks))
+    from .widgets._dock import fit_view_soon
+
+    fit_view_soon(viewer)  # the docks narrowed the canvas: frame the whole brain again
     return viewer, analysis
+
+
+#: Window size on screens that have room for it; smaller screens get all they have.
+PREFERRED_SIZE = (1560, 960)
+
+
+def fit_window_to_screen(viewer: Any) -> tuple[int, int]:
+    """Size the main window to :data:`PREFERRED_SIZE`, or to the screen's free area if smaller.
+
+    Returns the size set (the window's inside, without the frame a window manager adds).
+    """
+    window = viewer.window._qt_window
+    screen = window.screen()
+    width, height = PREFERRED_SIZE
+    if screen is not None:
+        free = screen.availableGeometry()
+        frame_w = max(0, window.frameGeometry().width() - window.geometry().width())
+        frame_h = max(0, window.frameGeometry().height() - window.geometry().height())
+        width, height = min(width, free.width() - frame_w), min(height, free.height() - frame_h)
+        window.move(free.topLeft())
+    window.resize(width, height)
+    return width, height
 
 
 def _wait_for_analysis(analysis: Any, timeout_s: float = 120.0) -> None:
@@ -247,7 +276,13 @@ def _wait_for_analysis(analysis: Any, timeout_s: float = 120.0) -> None:
     if analysis is None:
         return
     end = time.monotonic() + timeout_s
-    while getattr(analysis, "worker", None) is not None and time.monotonic() < end:
+
+    def drawing() -> bool:  # measuring, recomputing, or plots still being drawn
+        plots = (getattr(analysis, "histogram", None), getattr(analysis, "transform_plot", None))
+        return bool(getattr(analysis, "busy", False)) or any(
+            p is not None and not p.is_current() for p in plots)
+
+    while drawing() and time.monotonic() < end:
         _settle(0.1)
     _settle(0.5)
 
@@ -295,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     viewer.window.show()
     _settle(SETTLE_S)
     _wait_for_analysis(analysis)
+    viewer.reset_view()  # the final canvas size is known now
+    _settle(0.5)
     save_screenshot(viewer, shot)
     print(f"napari-calf demo: screenshot saved to {shot}")
     viewer.close()

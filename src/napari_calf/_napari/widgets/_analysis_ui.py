@@ -81,11 +81,13 @@ def build_analysis_ui(w: Any, theme: str) -> None:
             combo.addItem(text, value)
     w.target_combo.setToolTip("Whole tumour: label > 0; core: necrosis + enhancing; enhancing: "
                               "label 4 (BraTS 2017–2021) or 3 (2023+)")
-    options = QHBoxLayout()
-    for label, combo in (("Target", w.target_combo), ("Slices", w.axis_combo), ("Unit", w.unit_combo)):
-        options.addWidget(QLabel(label))
-        options.addWidget(combo, 1)
-    grid.addLayout(options, 2, 0, 1, 3)
+    # one setting per row: the dock stays narrow (long layer names scroll in their combo)
+    for row, (label, combo) in enumerate(
+            (("Target", w.target_combo), ("Slices", w.axis_combo), ("Unit", w.unit_combo)), start=2):
+        grid.addWidget(QLabel(label), row, 0)
+        grid.addWidget(combo, row, 1, 1, 2)
+    w.layer_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    w.layer_combo.setMinimumContentsLength(12)
     grid.setColumnStretch(1, 1)
     root.addWidget(source)
 

@@ -7,6 +7,9 @@
   was opened) before docking a new one, under the name napari's Plugins menu uses, so
   that menu toggles it instead of opening a second copy.
 - :func:`fit_view_soon` re-frames the image once a dock has changed the canvas size.
+- :func:`first_shown` does both things a dock needs when it first appears: a short
+  tab title (napari's "Imbalance analysis (CALF) (CALF segmentation)" was cut to
+  "Imbalance analysis (C…" in tabs) and the image framed again.
 """
 
 from __future__ import annotations
@@ -130,3 +133,12 @@ def fit_view_soon(viewer: Any) -> None:
             pass
 
     QTimer.singleShot(0, lambda: QTimer.singleShot(50, fit))
+
+
+def first_shown(widget: QWidget, viewer: Any, title: str) -> None:
+    """Call from a dock widget's first ``showEvent``: short tab title, image back in frame."""
+    dock = dock_of(widget)
+    if dock is not None:
+        # the tab shows the window title; the dock's name (napari's key) stays as it was
+        dock.setWindowTitle(title)
+    fit_view_soon(viewer)

@@ -40,11 +40,13 @@ from ._analysis_data import (
 )
 from ._analysis_files import AnalysisFilesMixin
 from ._analysis_ui import ALL_LAYERS, build_analysis_ui
-from ._dock import fit_view_soon
+from ._dock import first_shown
 from ._layer_combo import made_by_plugin
 from ._plots import follow_theme, histogram_bin_of, theme_colours
 
 N_BINS = 30
+#: Title of the dock's tab when docks are tabbed (napari's own name is cut off there).
+TAB_TITLE = "CALF analysis"
 #: A setting must be still this long before the statistics are recomputed (typing "0.25"
 #: is three edits; spin-box arrows held down are many).
 RECOMPUTE_DELAY_MS = 150
@@ -131,9 +133,9 @@ class AnalysisWidget(AnalysisFilesMixin, QWidget):
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)
-        if not self._framed:  # docking narrowed the canvas: keep the image in frame
+        if not self._framed:  # just docked: short tab title, and the narrower canvas re-framed
             self._framed = True
-            fit_view_soon(self.viewer)
+            first_shown(self, self.viewer, TAB_TITLE)
 
     def analysable_layers(self) -> list[Any]:
         """The Labels layers a user can analyse (not the prediction/error layers napari-calf made)."""

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 from ...errors import CalfError, CalfInputError
 from ..reader import METADATA_KEY, canonical_to_layer, layer_to_canonical
 from ._activity import Activity
-from ._dock import fit_view_soon, scrollable
+from ._dock import first_shown, scrollable
 from ._layer_combo import ERRORS_ROLE, PREDICTION_ROLE, LayerCombo, made_by_plugin
 from ._plots import ThemedPlot, follow_theme
 from ._review_analysis import ERROR_COLOURS
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: The widget's display name in the manifest (its Plugins-menu entry).
 REVIEW_DISPLAY_NAME = "Review predictions (CALF)"
+#: Title of the dock's tab when docks are tabbed (napari's own name is cut off there).
+TAB_TITLE = "CALF review"
 #: An edit of the ground truth is reviewed again after the labels are still this long.
 EDIT_SETTLE_MS = 400
 #: Dice below this marks a slice as poorly segmented (highlighted in the scatter plot).
@@ -192,9 +194,9 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)
-        if not self._framed:  # docking narrowed the canvas: keep the image in frame
+        if not self._framed:  # just docked: short tab title, and the narrower canvas re-framed
             self._framed = True
-            fit_view_soon(self.viewer)
+            first_shown(self, self.viewer, TAB_TITLE)
 
     # ------------------------------------------------------------------ prediction
 

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from ...errors import CalfError
 from ._activity import Activity
-from ._dock import fit_view_soon, main_window_of, open_dock, scrollable
+from ._dock import first_shown, main_window_of, open_dock, scrollable
 from ._plots import follow_theme
 from ._training_curves import TrainingCurves
 from ._training_events import describe_event
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Longest wait for the training thread when the widget or the viewer closes. The core
 #: checks its stop callback at every batch, so this only runs out if one batch takes longer.
 CLOSE_WAIT_S = 30.0
+#: Title of the dock's tab when docks are tabbed (napari's own name is cut off there).
+TAB_TITLE = "CALF fine-tune"
 #: Status while a stop request waits for the batch that is running.
 STOPPING = "Stopping after the current batch…"
 
@@ -231,9 +233,9 @@ class TrainingWidget(QWidget):
         self._watch_main_window()
         self._offer_analysed_dataset()  # the analysis may have been opened since
         super().showEvent(event)
-        if not self._framed:  # docking narrowed the canvas: keep the image in frame
+        if not self._framed:  # just docked: short tab title, and the narrower canvas re-framed
             self._framed = True
-            fit_view_soon(self.viewer)
+            first_shown(self, self.viewer, TAB_TITLE)
 
     # ------------------------------------------------------------------ data from analysis
 
