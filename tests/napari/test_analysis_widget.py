@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from scipy import stats as sps
 
 from napari_calf.phantom import dataset as phantom
 from napari_calf.errors import CalfFileExistsError
-from napari_calf.events import drain
 from napari_calf.io.discovery import discover_cases
 from napari_calf.calf.rules import DEFAULT_RULES, select_transform
 from napari_calf.calf.areas import dataset_areas
@@ -28,18 +26,15 @@ from napari_calf.calf.stats import imbalance_stats
 from napari_calf.calf.rules_io import rules_from_json
 
 WIDGET = ("napari-calf", "Imbalance analysis (CALF)")
-REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six right-skewed phantom cases on disk (BraTS-2021 layout)."""
-    out = tmp_path_factory.mktemp("analysis") / "phantom6"
-    drain(phantom.write_dataset(out, 6, seed=0, skew="right"))
-    return out
+@pytest.fixture
+def dataset(phantom6: Path) -> Path:
+    """Six right-skewed phantom cases on disk (BraTS-2021 layout), shared by the session."""
+    return phantom6
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def reference_areas(dataset: Path):
     return dataset_areas(discover_cases(dataset))
 
@@ -262,23 +257,114 @@ def test_errors_show_in_the_widget_and_never_crash(make_napari_viewer, qtbot, tm
     assert widget.run_button.isEnabled()
 
 
-def test_screenshot_of_the_widget_with_data(make_napari_viewer, qtbot, dataset) -> None:
-    viewer, widget = _open(make_napari_viewer, show=True)
-    viewer.window._qt_window.resize(1500, 950)
+def test_screenshot_at_1366x768_with_data_and_readable_ticks(
+    make_napari_viewer, qtbot, dataset, window_shot
+) -> None:
+    from napari_calf._napari.demo import dock_plugin_widgets
+
+    viewer = make_napari_viewer(show=True)
+    widgets: dict = {}
+    dock_plugin_widgets(viewer, widgets)
+    widget = widgets[WIDGET[1]]
     _analyse(qtbot, widget, dataset)
     counts, _ = np.histogram(widget.kept_nonzero()[2], bins=widget.histogram.edges)
     widget.select_bin(int(np.argmax(counts)))
     entry = widget.bin_list.entry(0)
     widget.go_to_slice(entry.case_id, entry.index)
-    qtbot.wait(300)
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    assert shot.shape[0] > 800 and shot.shape[1] > 1200
-    # the dock is not blank: the histogram region has many distinct colours
-    out = REPO / "test-artifacts" / "screenshots" / "analysis.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from skimage.io import imsave
+    shot = window_shot(viewer, "analysis", plots=(widget.histogram, widget.transform_plot))
+    assert shot.shape[:2] == (768, 1366)
+    # at this size the plots thinned their tick labels until none collide
+    assert widget.histogram.overlapping_ticks() is False
+    assert widget.transform_plot.overlapping_ticks() is False
+    widget.log_x_check.setChecked(True)  # log axis: minor labels are the usual smear
+    qtbot.waitUntil(widget.histogram.is_current, timeout=30_000)
+    assert widget.histogram.overlapping_ticks() is False
 
-    imsave(out, shot, check_contrast=False)
-    Path("/tmp/shots").mkdir(exist_ok=True)
-    shutil.copy(out, "/tmp/shots/analysis.png")
-    assert out.stat().st_size > 20_000
+
+def test_plain_words_on_screen(make_napari_viewer) -> None:
+    """No internal references ("CALF_METHOD §3", "rule row 6") in what a user reads."""
+    from qtpy.QtWidgets import QAbstractButton, QLabel
+
+    _viewer, widget = _open(make_napari_viewer)
+    texts = [w.text() for w in widget.findChildren(QLabel)] + [
+        w.text() for w in widget.findChildren(QAbstractButton)]
+    texts += [w.toolTip() for w in widget.findChildren(QAbstractButton)]
+    joined = " ".join(texts)
+    assert "CALF_METHOD" not in joined and "§" not in joined and "rule row" not in joined
+    assert "training cases only" in widget.split_note.text()  # why fine-tuning's S differs
+
+
+def test_all_labels_layers_leaves_out_the_plugins_own_layers(make_napari_viewer, qtbot) -> None:
+    """A prediction or error map made by the review widget is not a case to analyse."""
+    from napari_calf._napari.reader import canonical_to_layer
+
+    labels = phantom.make_labels(3, skew="right")
+    viewer, widget = _open(make_napari_viewer)
+    viewer.add_labels(canonical_to_layer(labels), name="case-a")
+    for role in ("prediction", "errors"):
+        viewer.add_labels(canonical_to_layer(labels), name=f"case-a {role}",
+                          metadata={"napari_calf": {"role": role}})
+    assert [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())] == [
+        "All Labels layers", "case-a"]
+    widget.layers_radio.setChecked(True)
+    widget.layer_combo.setCurrentText("All Labels layers")
+    with qtbot.waitSignal(widget.updated, timeout=30_000):
+        widget.run_analysis()
+    assert widget.areas.n_cases == 1
+    assert set(widget.areas.case_ids.tolist()) == {"case-a"}
+
+
+def _one_case_dataset(root: Path, labels: np.ndarray) -> Path:
+    """A dataset holding one BraTS-2021 case, ``BraTS2021_00001``, with these labels."""
+    import nibabel as nib
+
+    folder = root / "BraTS2021_00001"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for modality in ("t1", "t1ce", "t2", "flair"):
+        image = rng.normal(100, 10, labels.shape).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(folder / f"BraTS2021_00001_{modality}.nii.gz"))
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(folder / "BraTS2021_00001_seg.nii.gz"))
+    return root
+
+
+def test_a_slice_opens_from_its_own_folder_when_another_case_has_its_id(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    """Two datasets share a case id (an original and a re-annotated copy). Choosing a slice
+    of the analysed one must show that one's labels, not the other's already open."""
+    original = np.zeros((16, 16, 8), np.uint8)
+    original[4:12, 4:12, 2:6] = 2
+    revised = original.copy()
+    revised[4:12, 4:12, 3] = 0  # the re-annotation removed slice 3's tumour...
+    revised[6:8, 6:8, 3] = 1    # ...except a 2x2 core
+    first = _one_case_dataset(tmp_path / "original", original)
+    second = _one_case_dataset(tmp_path / "revised", revised)
+    viewer, widget = _open(make_napari_viewer)
+    viewer.open(str(first / "BraTS2021_00001"), plugin="napari-calf")  # already open
+    _analyse(qtbot, widget, second)
+
+    widget.go_to_slice("BraTS2021_00001", 3)
+    active = viewer.layers.selection.active
+    assert Path(active.metadata["napari_calf"]["path"]).parent == second / "BraTS2021_00001"
+    assert viewer.dims.current_step[0] == 3
+    assert np.count_nonzero(active.data[3]) == 4  # the revised labels: the 2x2 core
+    # the namesake from the other folder is hidden, and the user is told
+    others = [layer for layer in viewer.layers
+              if str(first) in str(layer.metadata.get("napari_calf", {}).get("path", ""))]
+    assert others and not any(layer.visible for layer in others)
+    assert "same id" in widget.status_label.text()
+
+
+def test_analysis_shows_in_napari_activity_dock(make_napari_viewer, qtbot, dataset) -> None:
+    from napari.utils import progress
+
+    _viewer, widget = _open(make_napari_viewer)
+    widget.set_dataset_folder(dataset)
+    seen: list[str] = []
+    widget.run_analysis()
+    widget.worker.yielded.connect(
+        lambda _e: seen.extend(p.desc for p in progress._all_instances if "CALF analysis" in p.desc))
+    _settled(qtbot, widget)
+    assert seen, "no napari progress while measuring"
+    assert not [p for p in progress._all_instances if "CALF analysis" in p.desc]  # closed at the end

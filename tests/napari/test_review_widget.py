@@ -41,61 +41,24 @@ def test_slice_rows_list_tumour_slices_worst_first_with_per_slice_dice() -> None
 # --------------------------------------------------------------------------- the widget
 
 import csv  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from qtpy.QtCore import Qt  # noqa: E402
 
-from napari_calf.phantom import dataset as phantom  # noqa: E402
 from napari_calf.errors import CalfFileExistsError  # noqa: E402
-from napari_calf.events import drain  # noqa: E402
 
 WIDGET = ("napari-calf", "Review predictions (CALF)")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four phantom cases with one medium lesion each (the "symmetric" size preset).
-
-    Medium lesions, unlike the "right" preset's mostly tiny ones, let a model trained for
-    a few seconds on CPU really segment the tumour, so the review shows what a reviewer
-    would see: mostly true positives, with false positives/negatives at the edges.
-    """
-    out = tmp_path_factory.getbasetemp() / "calf-review-phantom4"
-    if not (out / "dataset.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        drain(phantom.write_dataset(out, 4, seed=0, skew="symmetric"))
-    return out
+@pytest.fixture
+def dataset(review_dataset: Path) -> Path:
+    return review_dataset
 
 
-@pytest.fixture(scope="module")
-def run_dir(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small run that actually segments the phantom tumour, made with the core as the CLI would.
-
-    The README's five-minute recipe (resnet18, depth 3, lr 3e-3), shrunk to 3 training
-    cases x 24 slices x 8 epochs (~15 s on 2 cores). Case 0, the one the review test
-    shows, is a training case: the screenshot demonstrates the widget, not generalisation
-    (the held-out case still reaches validation Dice ~0.9).
-    """
-    from napari_calf.engine import training
-    from napari_calf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-
-    base = tmp_path_factory.mktemp("review")
-    out = base / "run"
-    config = RunConfig(
-        data=DataConfig(str(dataset), max_slices_per_case=24, val_fraction=0.25,
-                        empty_fraction=0.05, val_empty_fraction=0.05, store="memory",
-                        cache_dir=str(base / "cache")),
-        out_dir=str(out),
-        model=ModelConfig(arch="unet", encoder="resnet18", encoder_depth=3),
-        train=TrainConfig(epochs=8, batch_size=8, lr=3e-3, patience=None, seed=0, device="cpu"),
-    )
-    training.train(config)
-    card = json.loads((out / "run.json").read_text())
-    assert _case_id(dataset) in card["data"]["split"]["train"]  # what the docstring promises
-    return out
+@pytest.fixture
+def run_dir(review_run: Path) -> Path:
+    return review_run
 
 
 def _case_id(dataset: Path) -> str:
