@@ -105,8 +105,9 @@ def test_tabbed_docks_show_whole_titles(make_napari_viewer, qtbot) -> None:
     viewer = make_napari_viewer(show=True)
     dock_plugin_widgets(viewer)
     _fit(qtbot, viewer)
-    bars = [bar for bar in viewer.window._qt_window.findChildren(QTabBar)
-            if bar.isVisible() and bar.count() == 3]
+    window = viewer.window._qt_window
+    bars = [bar for bar in window.findChildren(QTabBar)  # the main window's own: dock tabs
+            if bar.parent() is window and bar.isVisible() and bar.count() == 3]
     assert len(bars) == 1
     bar = bars[0]
     assert [bar.tabText(i) for i in range(3)] == list(TAB_TITLES)
@@ -124,3 +125,26 @@ def test_docking_keeps_the_image_in_frame(make_napari_viewer, qtbot) -> None:
     assert _image_in_frame(viewer)
     _open_from_plugins_menu(viewer)
     qtbot.waitUntil(lambda: _image_in_frame(viewer), timeout=3000)
+
+
+def test_every_plot_follows_napari_theme(make_napari_viewer, qtbot) -> None:
+    """Analysis, fine-tuning and review plots all turn light with napari (not only one)."""
+    from qtpy.QtGui import QColor
+
+    from napari_calf._napari.widgets._plots import ThemedPlot, theme_colours
+
+    viewer = make_napari_viewer(show=True)
+    _open_from_plugins_menu(viewer)
+    _fit(qtbot, viewer)
+    plots = viewer.window._qt_window.findChildren(ThemedPlot)
+    assert len(plots) == 5  # histogram, transform view, loss, Dice, scatter
+    for theme in ("light", "dark"):
+        viewer.theme = theme
+        colours = theme_colours(theme)
+        for plot in plots:
+            plot.show()  # plots on hidden tabs draw too
+        qtbot.waitUntil(lambda: all(plot.is_current() for plot in plots), timeout=30_000)
+        for plot in plots:
+            assert plot.colours == colours
+            corner = plot.grab().toImage().pixelColor(2, 2)
+            assert corner.name() == QColor(colours["background"]).name(), (theme, corner.name())

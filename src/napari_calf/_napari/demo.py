@@ -258,7 +258,11 @@ def fit_window_to_screen(viewer: Any) -> tuple[int, int]:
 
     Returns the size set (the window's inside, without the frame a window manager adds).
     """
-    window = viewer.window._qt_window
+    from .widgets._dock import main_window
+
+    window = main_window(viewer)
+    if window is None:
+        return PREFERRED_SIZE
     screen = window.screen()
     width, height = PREFERRED_SIZE
     if screen is not None:

@@ -90,10 +90,30 @@ def menu_name(display_name: str) -> str:
 
 
 def find_widget(viewer: Any, widget_class: type) -> QWidget | None:
-    """An open widget of ``widget_class`` in the viewer's window, or None."""
-    window = viewer.window._qt_window
-    found = window.findChildren(widget_class)
-    return found[0] if found else None
+    """The docked widget of ``widget_class`` in the viewer's window, or None.
+
+    Uses napari's public ``Window.dock_widgets`` (inner widgets by dock name), so a dock
+    opened from the Plugins menu, by ``add_plugin_dock_widget`` or by :func:`open_dock`
+    is found alike.
+    """
+    for widget in viewer.window.dock_widgets.values():
+        widget = getattr(widget, "native", widget)  # magicgui widgets wrap a QWidget
+        if isinstance(widget, widget_class):
+            return widget
+    return None
+
+
+def main_window(viewer: Any) -> QMainWindow | None:
+    """The viewer's Qt main window, found without napari's private ``_qt_window``."""
+    from qtpy.QtWidgets import QApplication
+
+    for widget in viewer.window.dock_widgets.values():
+        window = main_window_of(getattr(widget, "native", widget))
+        if window is not None:
+            return window
+    windows = [w for w in QApplication.topLevelWidgets()
+               if isinstance(w, QMainWindow) and w.windowTitle() == viewer.title]
+    return windows[-1] if windows else None
 
 
 def open_dock(viewer: Any, widget_class: type, display_name: str, *,
