@@ -67,9 +67,9 @@ def _image_in_frame(viewer) -> bool:
     extent = np.asarray(viewer.layers.extent.world)[:, list(viewer.dims.displayed)]
     size_world = extent[1] - extent[0] + np.asarray(viewer.layers.extent.step)[list(viewer.dims.displayed)]
     canvas = np.asarray(viewer.canvas.size, dtype=float)  # (height, width) in screen pixels
-    on_screen = size_world * viewer.camera.zoom
+    on_screen = size_world * viewer.scene.camera.zoom
     centre = (extent[0] + extent[1]) / 2
-    return bool(np.all(on_screen <= canvas + 1) and np.allclose(viewer.camera.center[-2:], centre, atol=1.0))
+    return bool(np.all(on_screen <= canvas + 1) and np.allclose(viewer.scene.camera.center[-2:], centre, atol=1.0))
 
 
 @pytest.mark.parametrize("tabbed", [False, True], ids=["stacked", "tabbed"])

@@ -122,6 +122,10 @@ def dock_plugin_widgets(viewer: Any, widgets_out: dict[str, Any] | None = None) 
         if widgets_out is not None:
             widgets_out[name] = widget
     _raise_first(docked)
+    # tabs settle only once the window has laid them out: raise the first again then
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, lambda: _raise_first(docked))
     return docked
 
 
@@ -239,10 +243,6 @@ def build_viewer(*, widgets: bool = True, main_job: bool = True) -> tuple[Any, A
         except Exception as exc:  # the demo still shows the sample case
             print(f"napari-calf demo: could not prepare the demo dataset ({type(exc).__name__}: "
                   f"{exc}); the widgets start empty.", file=sys.stderr)
-    # Tabs settle only once the window is shown: raise the first again then.
-    from qtpy.QtCore import QTimer
-
-    QTimer.singleShot(0, lambda: _raise_first(docks))
     from .widgets._dock import fit_view_soon
 
     fit_view_soon(viewer)  # the docks narrowed the canvas: frame the whole brain again

@@ -38,7 +38,7 @@ def _legend(ax: Any, c: dict[str, str], font_size: float, **kwargs: Any) -> None
         text.set_color(c["text"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Scene:
     """Base: a title and axis labels. Subclasses draw the data."""
 
@@ -59,7 +59,7 @@ class Scene:
         self.build(ax, c, font_size)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MessageScene(Scene):
     """An empty plot with a centred message."""
 
@@ -72,7 +72,7 @@ class MessageScene(Scene):
                 fontsize=font_size + 1, transform=ax.transAxes)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class HistogramScene(Scene):
     """Bars of ``counts`` between ``edges``; one bar may be marked as selected."""
 
@@ -102,7 +102,7 @@ class HistogramScene(Scene):
                           "edgecolor": c["grid"], "alpha": 0.9})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CurvesScene(Scene):
     """Named line series ``(name, xs, ys)`` with a legend; limits fixed or automatic."""
 
@@ -141,7 +141,7 @@ class CurvesScene(Scene):
             ax.set_ylim(*self.ylim)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class ScatterScene(Scene):
     """Points, some highlighted; a legend names both groups when ``labels`` is given."""
 

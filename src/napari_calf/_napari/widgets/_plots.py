@@ -166,7 +166,7 @@ class ThemedPlot(QWidget):
         self.colours = theme_colours(theme)
         self.edges: np.ndarray | None = None  # of the last histogram, for clicks
         self._scatter_xy: np.ndarray | None = None
-        self._scene: Scene = MessageScene("")
+        self._scene: Scene = MessageScene()
         self._requested = 0
         self._shown: Rendered | None = None
         self._preferred = QSize(420, int(height * 72))
@@ -241,7 +241,7 @@ class ThemedPlot(QWidget):
 
     def message(self, text: str) -> None:
         """An empty plot with a centred message (e.g. "Run the analysis to see sizes")."""
-        self.show_scene(MessageScene(text))
+        self.show_scene(MessageScene(text=text))
 
     def histogram(
         self,
