@@ -234,7 +234,8 @@ def build_viewer(*, widgets: bool = True, main_job: bool = True) -> tuple[Any, A
     viewer.reset_view()
     show_tumour_slice(viewer, LABELS_NAME)
     by_name: dict[str, Any] = {}
-    docks = dock_plugin_widgets(viewer, by_name) if widgets else []
+    if widgets:
+        dock_plugin_widgets(viewer, by_name)
     analysis = None
     if widgets and main_job:
         try:
