@@ -333,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shot = (args.screenshot or Path(DEFAULT_SCREENSHOT)).expanduser().resolve()
     shot.parent.mkdir(parents=True, exist_ok=True)
     viewer.window.show()
+    fit_window_to_screen(viewer)  # show() restores napari's saved window size, maybe too big here
     _settle(SETTLE_S)
     _wait_for_analysis(analysis)
     viewer.reset_view()  # the final canvas size is known now

@@ -5,7 +5,7 @@
 - Predict runs the core's slice-wise inference in a worker; the prediction is added as
   a Labels layer on the image layers' grid (same scale and translate, the reader's
   display convention), so it overlays them exactly and saves back onto the source file.
-- With a ground-truth Labels layer: an error layer (TP blue, FP magenta, FN orange; the
+- With a ground-truth Labels layer: an error layer (TP blue, FP magenta, FN aquamarine; the
   ground truth and the prediction are hidden under it so their colours do not mix),
   the core's per-case metrics, a per-slice table (worst first; a click shows the slice)
   and a Dice-vs-ROI-size scatter. Editing the ground truth (or the prediction) in napari
@@ -340,7 +340,7 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         put_labels(self.viewer, self.errors_name, computed.errors, pred_layer, {METADATA_KEY: info},
                    {None: "transparent", 0: "transparent", **ERROR_COLOURS})
         # the error layer shows both (TP = both): their own colours underneath would mix
-        # with its blue/magenta/orange (the BraTS green and yellow especially)
+        # with its blue/magenta/aquamarine (the BraTS green especially)
         pred_layer.visible = False
         self.viewer.layers[truth_name].visible = False
         self._show_review()
