@@ -174,6 +174,9 @@ def test_review_overlays_the_prediction_and_counts_errors_like_the_core(
     widget.go_to_slice(widget.review.rows[-1].index)  # a slice the model got best
     window_shot(viewer, "review", plots=(widget.scatter,))
     assert widget.scatter.overlapping_ticks() is False
+    # filled with a case's numbers, the dock still needs no sideways scrolling at 1366x768
+    area = widget.scroll_area
+    assert area.widget().minimumSizeHint().width() <= area.viewport().width()
 
 
 def test_predict_shows_the_slice_with_most_tumour_and_errors_in_their_own_colours(

@@ -96,6 +96,8 @@ def test_all_docks_fit_1366x768_and_every_button_is_reachable(make_napari_viewer
             dock.raise_()
             qtbot.wait(50)
         assert _unreachable_buttons(window, dock) == []
+        area = dock.widget().scroll_area
+        assert area.widget().minimumSizeHint().width() <= area.viewport().width(), "scrolls sideways"
     qtbot.waitUntil(lambda: _image_in_frame(viewer), timeout=3000)
 
 

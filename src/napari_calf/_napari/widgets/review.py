@@ -118,10 +118,12 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         self.run_field.edit.setPlaceholderText("run folder (holds run.json)")
         self.load_button = QPushButton("Load")
         self.load_button.clicked.connect(lambda: self.load_run(self.run_field.text()))
-        self.run_field.layout().addWidget(self.load_button)
         self.study_button = QPushButton("Open study…")  # a comparison study's runs (study.py)
         self.study_button.clicked.connect(lambda: self.open_study())
-        self.run_field.layout().addWidget(self.study_button)
+        run_buttons = QHBoxLayout()  # a row of their own: the dock stays narrow
+        run_buttons.addWidget(self.load_button)
+        run_buttons.addWidget(self.study_button)
+        run_buttons.addStretch(1)
         self.study_panel: Any = None
         self.run_label = QLabel("No model loaded.")
         self.run_label.setWordWrap(True)
@@ -156,6 +158,7 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
             grid.addWidget(QLabel(title), 0, i, Qt.AlignmentFlag.AlignCenter)
             grid.addWidget(value, 1, i)
         self.counts_label = QLabel(legend_html(None))
+        self.counts_label.setWordWrap(True)
         grid.addWidget(self.counts_label, 2, 0, 1, len(METRIC_NAMES))
 
         self.table = SliceTable()
@@ -178,6 +181,7 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         layout = QVBoxLayout(scrollable(self))  # the dock scrolls: it fits any screen
         layout.addWidget(QLabel("Model"))
         layout.addWidget(self.run_field)
+        layout.addLayout(run_buttons)
         layout.addWidget(self.run_label)
         layout.addWidget(self.images_box)
         layout.addLayout(predict_row)
