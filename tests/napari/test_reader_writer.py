@@ -256,17 +256,13 @@ def test_manifest_claims_only_nifti_files_and_folders(make_napari_viewer, tmp_pa
     folder = _case(tmp_path / "data")
     assert claimed(folder)
     viewer = make_napari_viewer()
-    # a NIfTI file opens without a choice of reader (plugin=None: napari decides, as the
-    # File menu and drag-and-drop do); only napari-calf claims it
-    seg = folder / "BraTS2021_00001_seg.nii.gz"
-    viewer.open(str(seg), plugin=None)
-    assert viewer.layers[-1].metadata[METADATA_KEY]["path"] == str(seg)
-    # a case folder: napari's own reader also takes folders, so napari offers both; the
-    # napari-calf choice opens the case
+    # napari's own readers list *.nii(.gz) and folders too, so napari asks for those
+    # (File > Open); choosing napari-calf opens the case
     from napari.plugins import _npe2
 
     assert PLUGIN in _npe2.get_readers(str(folder))
     viewer.open(str(folder), plugin=PLUGIN)
+    seg = folder / "BraTS2021_00001_seg.nii.gz"
     assert viewer.layers[-1].metadata[METADATA_KEY]["path"] == str(seg)
-    assert [layer.name for layer in viewer.layers][-5:] == [
+    assert [layer.name for layer in viewer.layers] == [
         f"BraTS2021_00001 {m}" for m in (*MODALITIES_2021, "seg")]
