@@ -292,6 +292,19 @@ def _wait_for_analysis(analysis: Any, timeout_s: float = 120.0) -> None:
     _settle(0.5)
 
 
+def _wait_for_plots(viewer: Any, timeout_s: float = 60.0) -> None:
+    """Headless: let every plot draw at its final size (plots draw in the background)."""
+    from .widgets._dock import main_window
+    from .widgets._plots import ThemedPlot
+
+    window = main_window(viewer)
+    plots = window.findChildren(ThemedPlot) if window is not None else []
+    end = time.monotonic() + timeout_s
+    _settle(0.2)  # resize timers fire first
+    while any(not plot.is_current() for plot in plots if plot.isVisible()) and time.monotonic() < end:
+        _settle(0.1)
+
+
 def save_screenshot(viewer: Any, path: Path) -> Path:
     """Screenshot of the whole window (widgets included) to ``path``, written atomically."""
     from napari.utils.io import imsave
@@ -337,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _settle(SETTLE_S)
     _wait_for_analysis(analysis)
     viewer.reset_view()  # the final canvas size is known now
-    _settle(0.5)
+    _wait_for_plots(viewer)
+    _settle(0.3)
     save_screenshot(viewer, shot)
     print(f"napari-calf demo: screenshot saved to {shot}")
     viewer.close()

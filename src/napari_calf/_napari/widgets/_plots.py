@@ -191,8 +191,9 @@ class ThemedPlot(QWidget):
         painter.fillRect(self.rect(), QColor(self.colours["background"]))
         shown = self._shown
         if shown is not None:
-            # during a resize the last drawing is stretched until the new one arrives
-            painter.drawImage(self.rect(), shown.image)
+            # during a resize the last drawing stays as it was (not stretched, which
+            # smears text) until the one at the new size arrives, a moment later
+            painter.drawImage(0, 0, shown.image)
         painter.end()
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
