@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QObject, QSize, Qt, QTimer, Signal
-from qtpy.QtGui import QColor, QImage, QPainter
+from qtpy.QtCore import QSize, Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ._plot_scenes import (
@@ -34,17 +33,10 @@ from ._plot_scenes import (
     MessageScene,
     Scene,
     ScatterScene,
-    fit_title,
-    style_axes,
-    thin_tick_labels,
-    tick_labels_overlap,
 )
+from ._plot_drawing import DPI, Bridge, FigureState, Job, Rendered
 from ._render_thread import RENDER_QUEUE
 
-#: Points for tick labels and titles: napari's 9 pt is too small on a plot.
-FONT_SIZE = 9.5
-#: Figure dots per inch at a device pixel ratio of 1.
-DPI = 100
 #: Smallest useful plot: axes, two ticks each way and a title still fit.
 MIN_WIDTH, MIN_HEIGHT = 180, 130
 #: A resize redraws after the size has been still this long (a drag resizes many times).
@@ -102,31 +94,6 @@ def histogram_edges(values: np.ndarray, bins: int | Sequence[float], log_x: bool
     return np.geomspace(lo, hi, int(bins) + 1) if log_x else np.linspace(lo, hi, int(bins) + 1)
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """A finished drawing: the image and what clicks need to map pixels to data.
-
-    ``transform`` maps data to figure pixels (origin bottom left) as drawn;
-    ``axes_box`` is (x0, y0, x1, y1) of the axes in figure pixels.
-    """
-
-    generation: int
-    image: QImage
-    pixel_size: tuple[int, int]
-    ratio: float
-    transform: Any
-    axes_box: tuple[float, float, float, float]
-    ylim: tuple[float, float]
-    xscale: str
-    overlapping_ticks: bool
-
-
-class _Bridge(QObject):
-    """Carries a finished drawing from the render thread to the GUI thread (queued)."""
-
-    rendered = Signal(object)
-
-
 class ThemedPlot(QWidget):
     """One matplotlib axes in a Qt widget, in napari's colours, drawn in the background.
 
@@ -160,9 +127,9 @@ class ThemedPlot(QWidget):
         self.figure = Figure(figsize=(4.2, height), dpi=DPI, layout="constrained")
         #: The axes. Touch it only while :meth:`is_current` (the render thread owns it otherwise).
         self.axes = self.figure.add_subplot()
-        self._bridge = _Bridge()
+        self._bridge = Bridge()
         self._bridge.rendered.connect(self._on_rendered)
-        self._figure_state = _FigureState(self.figure, FigureCanvasAgg(self.figure), self.axes, self._bridge)
+        self._figure_state = FigureState(self.figure, FigureCanvasAgg(self.figure), self.axes, self._bridge)
         self.colours = theme_colours(theme)
         self.edges: np.ndarray | None = None  # of the last histogram, for clicks
         self._scatter_xy: np.ndarray | None = None
@@ -343,7 +310,7 @@ class ThemedPlot(QWidget):
     def _request(self) -> None:
         """Queue a drawing of the current scene at the current size (newest wins)."""
         self._requested += 1
-        job = _Job(self._figure_state, self._requested, self._scene, dict(self.colours),
+        job = Job(self._figure_state, self._requested, self._scene, dict(self.colours),
                    self._pixel_size(), self._ratio())
         RENDER_QUEUE.submit(self._key, job.run)
 
@@ -408,72 +375,6 @@ class ThemedPlot(QWidget):
         sx = shown.pixel_size[0] / max(self.width(), 1)
         sy = shown.pixel_size[1] / max(self.height(), 1)
         return int(px / sx), int((shown.pixel_size[1] - py) / sy)
-
-
-class _FigureState:
-    """A plot's figure and what the render thread remembers of its last drawing.
-
-    The job holds this, never the widget: a deleted widget must not be touched from
-    the render thread.
-    """
-
-    def __init__(self, figure: Any, agg: Any, axes: Any, bridge: _Bridge) -> None:
-        self.figure, self.agg, self.axes, self.bridge = figure, agg, axes, bridge
-        self.built: tuple[Any, ...] | None = None
-        self.built_size: tuple[int, int] | None = None
-
-
-class _Job:
-    """One drawing of a plot, run in the render thread."""
-
-    def __init__(self, state: _FigureState, generation: int, scene: Scene, colours: dict[str, str],
-                 pixel_size: tuple[int, int], ratio: float) -> None:
-        self.state = state
-        self.figure, self.agg, self.axes, self.bridge = state.figure, state.agg, state.axes, state.bridge
-        self.generation, self.scene, self.colours = generation, scene, colours
-        self.pixel_size, self.ratio = pixel_size, ratio
-
-    def run(self) -> None:
-        from matplotlib.layout_engine import ConstrainedLayoutEngine
-
-        width, height = self.pixel_size
-        fig, ax = self.figure, self.axes
-        fig.set_dpi(DPI * self.ratio)
-        fig.set_size_inches(width / (DPI * self.ratio), height / (DPI * self.ratio), forward=False)
-        key = (self.scene.key(), tuple(sorted(self.colours.items())))
-        resized = self.state.built_size != self.pixel_size
-        if self.state.built != key or self.scene.key() is None:
-            ax.clear()
-            style_axes(fig, ax, self.colours, FONT_SIZE)
-            self.scene.build(ax, self.colours, FONT_SIZE)
-            fit_title(ax, self.agg.get_renderer(), width)
-            self.state.built = key
-            resized = True
-        else:
-            self.scene.update(ax, self.colours, FONT_SIZE)
-        if resized:  # lay out once per build or size, then keep it: a layout doubles a draw
-            fig.set_layout_engine("constrained")
-        self.agg.draw()
-        for _attempt in range(3):  # a narrow plot: fewer tick labels until none collide
-            if not thin_tick_labels(ax, self.agg.get_renderer()):
-                break
-            self.agg.draw()
-        if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
-            fig.set_layout_engine("none")
-        self.state.built_size = self.pixel_size
-        overlap = tick_labels_overlap(ax, self.agg.get_renderer())
-        buffer = np.asarray(self.agg.buffer_rgba())
-        image = QImage(buffer.data, buffer.shape[1], buffer.shape[0], buffer.strides[0],
-                       QImage.Format.Format_RGBA8888).copy()  # copy: the buffer is reused
-        image.setDevicePixelRatio(self.ratio)
-        result = Rendered(
-            generation=self.generation, image=image, pixel_size=(buffer.shape[1], buffer.shape[0]),
-            ratio=self.ratio, transform=ax.transData.frozen(), axes_box=tuple(ax.bbox.extents),
-            ylim=tuple(ax.get_ylim()), xscale=ax.get_xscale(), overlapping_ticks=overlap)
-        try:
-            self.bridge.rendered.emit(result)
-        except RuntimeError:  # the widget was deleted meanwhile
-            pass
 
 
 def follow_theme(viewer: Any, *plots: ThemedPlot) -> None:

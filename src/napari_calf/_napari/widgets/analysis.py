@@ -40,6 +40,7 @@ from ._analysis_data import (
 )
 from ._analysis_files import AnalysisFilesMixin
 from ._analysis_ui import ALL_LAYERS, build_analysis_ui
+from ._background import frozen_call, frozen_generator
 from ._dock import first_shown
 from ._layer_combo import made_by_plugin
 from ._plots import follow_theme, histogram_bin_of, theme_colours
@@ -208,7 +209,7 @@ class AnalysisWidget(AnalysisFilesMixin, QWidget):
         self._status("Measuring slice areas…")
         self.activity.start("measuring slice areas")
         self.worker = create_worker(
-            func, arg, target=target, axis=axis, unit=unit,
+            frozen_generator, func, arg, target=target, axis=axis, unit=unit,
             _connect={"yielded": self._on_progress, "returned": self._on_measured,
                       "errored": self._on_error, "finished": self._on_finished},
         )
@@ -275,7 +276,7 @@ class AnalysisWidget(AnalysisFilesMixin, QWidget):
 
         self._compute_again = False
         self._compute_worker = create_worker(
-            prepare_view, self.areas, self.filter_settings(), self.rules_table.rules,
+            frozen_call, prepare_view, self.areas, self.filter_settings(), self.rules_table.rules,
             _connect={"returned": self._on_view, "errored": self._on_compute_error,
                       "finished": self._on_compute_finished})
 

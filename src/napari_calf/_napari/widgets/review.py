@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 from ...errors import CalfError, CalfInputError
 from ..reader import METADATA_KEY, canonical_to_layer, layer_to_canonical
 from ._activity import Activity
+from ._background import gc_frozen
 from ._dock import first_shown, scrollable
 from ._layer_combo import ERRORS_ROLE, PREDICTION_ROLE, LayerCombo, made_by_plugin
 from ._plots import ThemedPlot, follow_theme
@@ -79,11 +80,12 @@ def _predict(run_dir: Path, images: list[np.ndarray]):
     from ...engine import inference
 
     # a (C, X, Y, Z) stack in the run's modality order: the combos follow that order
-    stack = np.stack([np.asarray(a, dtype=np.float32) for a in images])
-    prediction = yield from inference.iter_predict_volume(run_dir, stack)
-    mask = np.ascontiguousarray(canonical_to_layer((np.asarray(prediction.canonical_labels) > 0)
-                                                   .astype(np.uint8)))
-    return mask, most_tumour_slice(mask)
+    with gc_frozen():
+        stack = np.stack([np.asarray(a, dtype=np.float32) for a in images])
+        prediction = yield from inference.iter_predict_volume(run_dir, stack)
+        mask = np.ascontiguousarray(canonical_to_layer((np.asarray(prediction.canonical_labels) > 0)
+                                                       .astype(np.uint8)))
+        return mask, most_tumour_slice(mask)
 
 
 class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
@@ -320,8 +322,9 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         self._review_names = (pred_layer.name, truth_layer.name)
 
         def compute() -> CaseReview:
-            truth = binary_target(labels, target, convention)
-            return review_case(pred, truth, spacing_xyz=spacing, case=case)
+            with gc_frozen():
+                truth = binary_target(labels, target, convention)
+                return review_case(pred, truth, spacing_xyz=spacing, case=case)
 
         self._review_worker = create_worker(
             compute, _connect={"returned": self._on_reviewed, "errored": self._report_error,

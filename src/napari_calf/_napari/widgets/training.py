@@ -18,7 +18,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -38,6 +38,7 @@ from ._training_curves import TrainingCurves
 from ._training_events import describe_event
 from ._training_events import duration_text as _duration
 from ._training_form import TrainingForm
+from ._training_run import ViewerCloseFilter, run_training, start_preload
 
 log = logging.getLogger(__name__)
 
@@ -48,100 +49,6 @@ CLOSE_WAIT_S = 30.0
 TAB_TITLE = "CALF fine-tune"
 #: Status while a stop request waits for the batch that is running.
 STOPPING = "Stopping after the current batch…"
-
-
-def _run_training(config: Any, stop: threading.Event):
-    """Generator the worker drives: the core's training, with a core left to the GUI."""
-    # The guard must be in place before the first optimizer exists (Mesa/triton).
-    from .._gl_safety import ensure_torch_safe_with_gl
-
-    ensure_torch_safe_with_gl()
-    import torch
-
-    from ...engine import training
-
-    # torch's intra-op pool would take every core; leave one to the GUI thread so napari
-    # stays responsive during CPU training.
-    threads = torch.get_num_threads()
-    if threads > 1:
-        torch.set_num_threads(threads - 1)
-    try:
-        with _gc_frozen():
-            return (yield from training.iter_train(config, stop=stop.is_set))
-    finally:
-        torch.set_num_threads(threads)
-
-
-_frozen_runs = 0
-_frozen_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _gc_frozen():
-    """Keep Python's full garbage collections short while a run is going.
-
-    With torch, smp and napari loaded the heap holds millions of objects, and a full
-    (generation 2) collection walks them all with the GIL held: 300-450 ms in which
-    napari cannot draw, triggered at random by the run's allocations. ``gc.freeze()``
-    moves what exists at the start of the run out of the collector's sight; ``unfreeze``
-    hands it back when the last run ends, so cyclic garbage from before is only
-    collected later, never leaked.
-    """
-    import gc
-
-    global _frozen_runs
-    with _frozen_lock:
-        if _frozen_runs == 0:
-            gc.freeze()
-        _frozen_runs += 1
-    try:
-        yield
-    finally:
-        with _frozen_lock:
-            _frozen_runs -= 1
-            if _frozen_runs == 0:
-                gc.unfreeze()
-
-
-def _import_training_stack() -> None:
-    """Import torch, smp and the engine in a background thread when the widget opens.
-
-    Importing a module holds the GIL for long stretches (unmarshalling bytecode, loading
-    extension modules): done by the training thread at Start, the ~1,200 modules of
-    torch/smp/timm froze napari's GUI for 150-300 ms at a time. Done here, while the user
-    fills in the form, the run itself starts warm.
-    """
-    from .._gl_safety import ensure_torch_safe_with_gl
-
-    ensure_torch_safe_with_gl()  # before anything could pull in triton
-    from ...engine import training
-
-    training.import_engine()
-
-
-def _start_preload(done: threading.Event) -> None:
-    def work() -> None:
-        try:
-            _import_training_stack()
-        except Exception:  # a broken install shows up, with a message, when training starts
-            log.debug("preloading the training stack failed", exc_info=True)
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name="napari-calf-preload", daemon=True).start()
-
-
-class _ViewerCloseFilter(QObject):
-    """Stops the run when the viewer's main window closes (before Qt tears it down)."""
-
-    def __init__(self, widget: TrainingWidget) -> None:
-        super().__init__(widget)
-        self._widget = widget
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
-        if event.type() == QEvent.Type.Close:
-            self._widget.stop_and_wait()
-        return False
 
 
 class TrainingWidget(QWidget):
@@ -164,9 +71,9 @@ class TrainingWidget(QWidget):
         self._done.set()
         self._t0 = 0.0
         self._last_error: str | None = None
-        #: Set once torch, smp and the engine are imported (see ``_import_training_stack``).
+        #: Set once torch, smp and the engine are imported (see ``_training_run.start_preload``).
         self.preloaded = threading.Event()
-        _start_preload(self.preloaded)
+        start_preload(self.preloaded)
         self.activity = Activity("CALF fine-tuning")
         self._framed = False
 
@@ -212,7 +119,7 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.result_label)
         layout.addWidget(self.review_button)
 
-        self._close_filter = _ViewerCloseFilter(self)
+        self._close_filter = ViewerCloseFilter(self)
         self._watched_window: weakref.ref[QMainWindow] | None = None  # weak: never keep a closed window alive
         # napari docks the widget right after constructing it: look for the main window then
         QTimer.singleShot(0, self._watch_main_window)
@@ -335,7 +242,7 @@ class TrainingWidget(QWidget):
         self._set_status("Preparing the dataset…")
         self.activity.start("preparing data")
         self._t0 = time.monotonic()
-        worker = create_worker(_run_training, config, self._stop, _start_thread=False,
+        worker = create_worker(run_training, config, self._stop, _start_thread=False,
                                _ignore_errors=True)  # errors go to _on_errored, not re-raised
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_returned)
