@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CalfCheckpointError, CalfError, CalfFileExistsError, CalfInputError
-from ..io.files import _umask, atomic_path, write_text_atomic  # noqa: F401 (re-exported)
+from ..io.files import atomic_path
 from ._state_codec import flatten, unflatten
 
 if TYPE_CHECKING:  # pragma: no cover

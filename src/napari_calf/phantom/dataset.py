@@ -35,6 +35,7 @@ from ..events import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..io.discovery import Case
+    from .label_error_spec import LabelErrorSpec
 
 log = logging.getLogger(__name__)
 
@@ -243,12 +244,20 @@ def write_dataset(
     seed: int = 0,
     skew: str = "right",
     overwrite: bool = False,
+    label_errors: LabelErrorSpec | str | None = None,
 ) -> Generator[Progress, None, list[Case]]:
     """Write a BraTS-2021-style phantom dataset, one case at a time.
 
     Layout: ``<out_dir>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (images int16,
     labels uint8), plus ``dataset.json`` (what was generated, the per-slice area
     statistics, the template notice) and ``README.md`` saying the data is synthetic.
+
+    With ``label_errors`` (a spec such as ``"missed=0.15,dilate=0.1:2mm"``, see
+    :mod:`napari_calf.phantom.label_errors`) the label files carry those annotation
+    errors (injected with ``seed``, each case's brain mask bounding where voxels are
+    added), the clean labels go to ``<out_dir>/truth/`` in the same layout and
+    ``<out_dir>/label_errors.json`` lists every injected error (see
+    :mod:`napari_calf.phantom.noisy`). The area statistics describe the label files.
 
     Arguments are checked when this is called; the work happens as the returned
     generator is driven (``events.drain`` or the CLI's tqdm driver).
@@ -270,12 +279,15 @@ def write_dataset(
     CalfInputError
         ``out_dir`` is a file.
     CalfConfigError
-        Bad ``n_cases``, ``seed`` or ``skew``.
+        Bad ``n_cases``, ``seed``, ``skew`` or ``label_errors`` spec.
     """
+    from .noisy import check_spec
+
     out_dir = Path(out_dir)
     n_cases = _check_int("n_cases", n_cases, 1)
     seed = _check_int("seed", seed, 0)
     _check_skew(skew)
+    spec = None if label_errors is None else check_spec(label_errors)
     if out_dir.exists() and not out_dir.is_dir():
         raise CalfInputError(
             out_dir, "is a file, not a folder.", "give a new or empty folder for the dataset."
@@ -283,11 +295,11 @@ def write_dataset(
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         # A non-empty folder may be someone's data: refuse before writing anything.
         raise CalfFileExistsError(out_dir)
-    return _write_dataset(out_dir, n_cases, seed, skew, overwrite)
+    return _write_dataset(out_dir, n_cases, seed, skew, overwrite, spec)
 
 
-def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str,
-                   overwrite: bool) -> Generator[Progress, None, list[Case]]:
+def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str, overwrite: bool,
+                   spec: LabelErrorSpec | None) -> Generator[Progress, None, list[Case]]:
     from . import tumours as _tumour_shapes
     from ..io.discovery import Case
     from ..io.volumes import save_volume
@@ -297,6 +309,8 @@ def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str,
     cases: list[Case] = []
     areas: list[np.ndarray] = []
     per_case: list[dict[str, Any]] = []
+    clean: dict[str, np.ndarray] = {}
+    brains: dict[str, np.ndarray] = {}
     for index in range(n_cases):
         case = make_case(seed, skew=skew, case_index=index, n_cases=n_cases)
         folder = out_dir / case.case_id
@@ -304,22 +318,35 @@ def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str,
         for name in MODALITIES:
             images[name] = save_volume(case.images[name], folder / f"{case.case_id}_{name}.nii.gz",
                                        case.affine, overwrite=overwrite, dtype=np.int16)
-        seg = save_volume(case.label, folder / f"{case.case_id}_seg.nii.gz", case.affine,
-                          overwrite=overwrite, dtype=np.uint8)
+        seg = folder / f"{case.case_id}_seg.nii.gz"
+        if spec is None:
+            seg = save_volume(case.label, seg, case.affine, overwrite=overwrite, dtype=np.uint8)
+            areas.append(_tumour_shapes.nonzero_slice_areas(case.label))
+        else:  # labels are written once every case is drawn (errors are drawn dataset-wide)
+            clean[case.case_id], brains[case.case_id] = case.label, case.brain
+            grid = (case.spacing, case.affine)
         cases.append(Case(case.case_id, images, seg, "brats2021", "brats2021"))
-        areas.append(_tumour_shapes.nonzero_slice_areas(case.label))
         per_case.append({"case_id": case.case_id, **case.info,
                          "tumour_voxels": int(np.count_nonzero(case.label))})
         yield Progress("case", index + 1, n_cases, case.case_id)
+    errors = None
+    if spec is not None:
+        from .noisy import write_noisy_labels
+
+        noisy, records = write_noisy_labels(out_dir, clean, brains, grid[0], grid[1], spec,
+                                            seed=seed, overwrite=overwrite)
+        errors = {"spec": spec.describe(), "n_errors": len(records),
+                  "record": "label_errors.json", "truth": "truth/"}
+        areas = [_tumour_shapes.nonzero_slice_areas(label) for label in noisy.values()]
     summary = slice_area_summary(np.concatenate(areas))
-    _write_metadata(out_dir, n_cases, seed, skew, summary, per_case, overwrite)
+    _write_metadata(out_dir, n_cases, seed, skew, summary, per_case, overwrite, errors)
     log.debug("wrote %d phantom cases to %s (per-slice area S=%s, K=%s)", n_cases, out_dir,
              summary["skewness"], summary["kurtosis"])
     return cases
 
 
 def _write_metadata(out_dir: Path, n_cases: int, seed: int, skew: str, summary: dict,
-                    per_case: list[dict], overwrite: bool) -> None:
+                    per_case: list[dict], overwrite: bool, errors: dict | None = None) -> None:
     from .. import __version__
 
     notice = template_notice()
@@ -338,6 +365,7 @@ def _write_metadata(out_dir: Path, n_cases: int, seed: int, skew: str, summary: 
                    "4": "enhancing tumour"},
         "per_slice_area_whole_tumour": {"axis": "axial (z)", "unit": "px", **summary},
         "cases": per_case,
+        "label_errors": errors,
         "anatomy_template": "MNI ICBM152 non-linear symmetric 2009a (Fonov et al., NeuroImage 2009)",
         "template_notice": notice,
     }
