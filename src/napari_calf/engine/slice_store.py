@@ -6,14 +6,17 @@ Slices are preprocessed once (:mod:`napari_calf.engine.data`) into two compact a
   in float16, and it halves memory: a 1,251-case BraTS set fits a 32 GB workstation)
 - ``targets`` uint8,   shape (N, H, W)
 
-Small stores live in memory. Larger ones are numpy memmaps in a cache folder
+Small stores live in memory. Larger ones are ``.npy`` files in a cache folder
 (default ``~/.cache/napari-calf``), keyed by a hash of the data files (paths, sizes,
 modification times), the preprocessing settings and the chosen slices, so a second run
 on the same data reuses them. A store is built in a temporary folder and renamed into
 place only when complete, so a half-written store is never reused.
 
-Preparing holds one case in memory at a time and yields
-:class:`~napari_calf.events.Progress` per case.
+Preparing holds one volume in memory at a time (:mod:`~napari_calf.engine.case_slices`)
+and yields :class:`~napari_calf.events.Progress` per case. An on-disk store is written
+and read with plain file I/O (:mod:`~napari_calf.engine._store_io`), never through a
+writable memmap, so the process's memory does not grow with the number of cases; its
+space is reserved before the first case, so a full disk is reported up front.
 """
 
 from __future__ import annotations
