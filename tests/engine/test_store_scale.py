@@ -193,3 +193,38 @@ def test_an_epoch_over_a_1000_case_store_does_not_map_it_into_memory(tmp_path: P
     for idx in batches:
         np.take(store.images, np.sort(idx), axis=0)
     assert _rss_kib()["RssFile"] - control > 0.5 * (n * 4 * 32 * 32 * 2 // 1024)
+
+
+def test_resident_batches_equal_host_batches_for_a_store_on_disk(tmp_path, monkeypatch) -> None:
+    """Uploading a memmapped store in chunks and slicing one per-epoch index upload gives
+    the same batches as reading each batch from the files."""
+    import torch
+
+    from napari_calf.engine import batches as batches_mod
+    from napari_calf.engine.batches import BatchFeeder, epoch_batches
+
+    rng = np.random.default_rng(3)
+    n = 37
+    images = rng.normal(size=(n, 2, 8, 8)).astype(np.float16)
+    targets = (rng.random((n, 8, 8)) > 0.7).astype(np.uint8)
+    store = SliceStore(images=_memmap_file(tmp_path / "i.npy", images),
+                       targets=_memmap_file(tmp_path / "t.npy", targets),
+                       case_ids=np.array(["a"] * n), slices=np.arange(n),
+                       areas=targets.reshape(n, -1).sum(1) * 1.0, modalities=("x", "y"))
+    monkeypatch.setattr(batches_mod, "UPLOAD_CHUNK_BYTES", 5 * images[0].nbytes)  # 8 chunks
+    cpu = torch.device("cpu")
+    resident = BatchFeeder(store, cpu, resident=True)
+    host = BatchFeeder(store, cpu, resident=False)
+    assert resident.resident and not host.resident
+    torch.testing.assert_close(resident._images, torch.from_numpy(images))
+    order = epoch_batches(n, 6, seed=1, epoch=2)
+    got = list(resident.iter_batches(order))
+    want = list(host.iter_batches(order))
+    assert len(got) == len(want) == n // 6
+    for (xr, yr), (xh, yh), idx in zip(got, want, order):
+        torch.testing.assert_close(xr, xh)
+        torch.testing.assert_close(yr, yh)
+        expected = torch.from_numpy(images[np.sort(idx)].astype(np.float32))
+        torch.testing.assert_close(xr, expected)
+        assert yr.shape == (6, 1, 8, 8) and yr.dtype == torch.float32
+    torch.testing.assert_close(resident.get(order[0])[0], got[0][0])

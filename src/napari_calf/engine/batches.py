@@ -9,7 +9,10 @@ away. That keeps training safe inside a Qt process (no fork) and lean:
   touching its memmap, so an epoch over a store larger than memory leaves the process's
   resident memory where it was (the kernel's page cache holds what fits).
 - CUDA, store small enough: the whole store is uploaded once, in chunks of
-  ``UPLOAD_CHUNK_BYTES``, and batches are indexed on the GPU (no host work per step).
+  ``UPLOAD_CHUNK_BYTES``, and batches are indexed on the GPU. The epoch's slice order
+  goes up once per epoch, asynchronously: uploading each batch's indices with a plain
+  ``.to(device)`` was a blocking copy, which waits for the GPU to finish all queued work,
+  so every step stalled the host and left the GPU idle while the next step was queued.
 - CUDA, larger stores: the next batch is gathered and pinned in a helper thread while
   the GPU works on the current one, then copied asynchronously.
 """
@@ -74,18 +77,38 @@ class BatchFeeder:
         y = y.to(self.device, non_blocking=True).float().unsqueeze(1)
         return x, y
 
-    def get(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch (synchronously)."""
+    def _indices_on_device(self, idx: np.ndarray) -> torch.Tensor:
+        """``idx`` (int64) on the device without a blocking copy (pinned, non-blocking)."""
         import torch
 
+        host = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
+        if self.cuda:
+            host = host.pin_memory()  # the copy below may then run behind queued work
+        return host.to(self.device, non_blocking=True)
+
+    def _resident(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._finish(self._images.index_select(0, t), self._targets.index_select(0, t))
+
+    def get(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch."""
         if self.resident:
-            t = torch.as_tensor(np.sort(np.asarray(idx, dtype=np.int64))).to(self.device)
-            return self._finish(self._images.index_select(0, t), self._targets.index_select(0, t))
+            return self._resident(self._indices_on_device(np.sort(np.asarray(idx, dtype=np.int64))))
         return self._finish(*self._host(idx))
 
     def iter_batches(self, batches: Sequence[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches in order; on CUDA without residency the next one is prepared meanwhile."""
-        if self.resident or not self.cuda or len(batches) < 2:
+        if self.resident:
+            if not len(batches):
+                return
+            # every batch's (sorted) indices in one upload per epoch; batches are slices
+            ordered = [np.sort(np.asarray(b, dtype=np.int64)) for b in batches]
+            order = self._indices_on_device(np.concatenate(ordered))
+            start = 0
+            for b in ordered:
+                yield self._resident(order[start : start + b.size])
+                start += b.size
+            return
+        if not self.cuda or len(batches) < 2:
             for idx in batches:
                 yield self.get(idx)
             return
