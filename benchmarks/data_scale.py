@@ -91,7 +91,7 @@ def child(data: str, n: int, cache: str, epoch: bool) -> dict:
 
     base = read_status()  # after the imports: what any run of the program has
     with PeakSampler() as prep:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         cases = discover_cases(data)[:n]
         areas = drain(iter_dataset_areas(cases))
         t_areas = time.perf_counter() - t0
@@ -100,9 +100,12 @@ def child(data: str, n: int, cache: str, epoch: bool) -> dict:
         t1 = time.perf_counter()
         store = drain(iter_build_slice_store(cases, sel, mode="disk", cache_dir=cache))
         t_store = time.perf_counter() - t1
+        cpu = time.process_time() - c0
     result = {"n": n, "slices": len(store), "store_mib": round(store.nbytes / 2**20, 1),
               "areas_s_per_case": t_areas / n, "store_s_per_case": t_store / n,
               "s_per_case": (t_areas + t_store) / n,
+              # CPU seconds: on a shared machine the steadier sign of work per case
+              "cpu_s_per_case": cpu / n,
               "baseline_mib": {k: round(v / 1024, 1) for k, v in base.items()},
               "prepare_peak_mib": prep.mib(),
               "prepare_growth_mib": _growth(prep.peak, base)}
@@ -172,6 +175,8 @@ def summary(rows: list[dict]) -> dict:
     out = {"sizes": [r["n"] for r in rows], "anon_mib": anon,
            "file_mib": [r["prepare_peak_mib"].get("RssFile", float("nan")) for r in rows],
            "s_per_case": [r["s_per_case"] for r in rows],
+           "cpu_s_per_case": [r["cpu_s_per_case"] for r in rows],
+           "cpu_time_ratio": last["cpu_s_per_case"] / first["cpu_s_per_case"],
            "anon_ratio": anon[-1] / anon[0],
            "time_ratio": last["s_per_case"] / first["s_per_case"],
            "store_mib": last["store_mib"]}
@@ -203,13 +208,14 @@ def run(sizes: list[int], *, data: Path | None = None, full_size: bool = False,
 def print_table(rows: list[dict]) -> None:
     """Peaks while preparing (MiB), and how much each part grew over the epoch."""
     nan = float("nan")
-    print(f"{'':>36}| prepare, peak MiB    | epoch, growth MiB")
-    print(f"{'N':>5} {'slices':>7} {'store MiB':>10} {'s/case':>7}  | {'anon':>6} {'file':>6} "
-          f"{'RSS':>6} | {'anon':>6} {'file':>6} {'s':>6}")
+    print(f"{'':>43}| prepare, peak MiB    | epoch, growth MiB")
+    print(f"{'N':>5} {'slices':>7} {'store MiB':>10} {'s/case':>7} {'cpu s':>6} | {'anon':>6} "
+          f"{'file':>6} {'RSS':>6} | {'anon':>6} {'file':>6} {'s':>6}")
     for r in rows:
         p = r["prepare_peak_mib"]
         e = r.get("epoch_growth_mib", {})
-        print(f"{r['n']:>5} {r['slices']:>7} {r['store_mib']:>10.1f} {r['s_per_case']:>7.2f}  | "
+        print(f"{r['n']:>5} {r['slices']:>7} {r['store_mib']:>10.1f} {r['s_per_case']:>7.2f} "
+              f"{r['cpu_s_per_case']:>6.2f} | "
               f"{p.get('RssAnon', nan):>6.0f} {p.get('RssFile', nan):>6.0f} "
               f"{p.get('VmHWM', nan):>6.0f} | {e.get('RssAnon', nan):>6.0f} "
               f"{e.get('RssFile', nan):>6.0f} {r.get('epoch_s', nan):>6.1f}")
