@@ -230,7 +230,7 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         self.progress.setRange(0, 0)
         self.predict_button.setEnabled(False)
         self._set_status("Predicting…")
-        self.activity.start("predicting")
+        self.activity.start("predicting slices")
         worker = create_worker(_predict, self.run_dir, images, _start_thread=False,
                                _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
@@ -246,7 +246,7 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         if total:
             self.progress.setRange(0, int(total))
             self.progress.setValue(int(getattr(event, "current", 0)))
-            self.activity.update(int(getattr(event, "current", 0)), int(total), "predicting slices")
+            self.activity.update(int(getattr(event, "current", 0)), int(total))
 
     def _on_predict_finished(self) -> None:
         self.worker = None
