@@ -356,9 +356,12 @@ def test_a_slice_opens_from_its_own_folder_when_another_case_has_its_id(
     assert "same id" in widget.status_label.text()
 
 
-def test_analysis_shows_in_napari_activity_dock(make_napari_viewer, qtbot, dataset) -> None:
+def test_analysis_shows_in_napari_activity_dock(make_napari_viewer, qtbot, dataset, monkeypatch) -> None:
     from napari.utils import progress
 
+    from napari_calf._napari.widgets import _activity
+
+    monkeypatch.setattr(_activity, "SHOW_AFTER_S", 0.0)  # this small analysis is quick
     _viewer, widget = _open(make_napari_viewer)
     widget.set_dataset_folder(dataset)
     seen: list[str] = []

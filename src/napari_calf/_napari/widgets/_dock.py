@@ -157,8 +157,11 @@ def fit_view_soon(viewer: Any) -> None:
 
 def first_shown(widget: QWidget, viewer: Any, title: str) -> None:
     """Call from a dock widget's first ``showEvent``: short tab title, image back in frame."""
+    from ._activity import warm_up
+
     dock = dock_of(widget)
     if dock is not None:
         # the tab shows the window title; the dock's name (napari's key) stays as it was
         dock.setWindowTitle(title)
     fit_view_soon(viewer)
+    QTimer.singleShot(0, warm_up)  # napari's activity widgets, built now rather than mid-job

@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QFileDialog
 from ...errors import CalfError
 from ..reader import METADATA_KEY
 from ._dock import fit_view_soon
-from ._layer_combo import LayerCombo
+from ._layer_combo import LayerCombo, made_by_plugin
 from ._review_state import run_summary
 
 
@@ -68,7 +68,7 @@ class ReviewInputsMixin:
             self.images_form.removeRow(combo)
         self.image_combos = {}
         for row, modality in enumerate(self.modalities):
-            combo = LayerCombo(self.viewer, "image")
+            combo = LayerCombo(self.viewer, "image", exclude=made_by_plugin)  # not the error map
             combo.currentTextChanged.connect(lambda _t: self._update_buttons())
             self.images_form.insertRow(row, modality, combo)
             self.image_combos[modality] = combo
@@ -79,7 +79,7 @@ class ReviewInputsMixin:
         for modality, combo in self.image_combos.items():
             combo.refresh()
             for layer in reversed(self.viewer.layers):
-                if getattr(layer, "_type_string", "") != "image":
+                if getattr(layer, "_type_string", "") != "image" or made_by_plugin(layer):
                     continue
                 info = (layer.metadata or {}).get(METADATA_KEY) or {}
                 name = layer.name.lower()

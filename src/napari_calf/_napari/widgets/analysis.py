@@ -225,8 +225,7 @@ class AnalysisWidget(AnalysisFilesMixin, QWidget):
             self.progress.setRange(0, int(event.total))
             self.progress.setValue(int(event.current))
         self.progress.setFormat(f"%v/%m {event.message}" if event.total else event.message)
-        self.activity.update(getattr(event, "current", None), getattr(event, "total", None) or 0,
-                             event.message)
+        self.activity.update(getattr(event, "current", None), getattr(event, "total", None) or 0)
 
     def _on_measured(self, result: tuple[DatasetAreas, dict[str, Path]]) -> None:
         self.areas, self._case_folders = result

@@ -49,7 +49,7 @@ from ._plots import ThemedPlot, follow_theme
 from ._review_analysis import ERROR_COLOURS
 from ._review_export import ReviewExportsMixin
 from ._review_inputs import ReviewInputsMixin
-from ._review_layers import put_labels, show_layer_slice
+from ._review_layers import put_class_image, put_labels, show_layer_slice
 from ._review_lesions import LesionPanel
 from ._review_state import CaseReview, ReviewResult, legend_html, most_tumour_slice, review_case
 from ._review_table import SliceTable
@@ -238,7 +238,7 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         self.progress.setRange(0, 0)
         self.predict_button.setEnabled(False)
         self._set_status("Predicting…")
-        self.activity.start("predicting")
+        self.activity.start("predicting slices")
         worker = create_worker(_predict, self.run_dir, images, _start_thread=False,
                                _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
@@ -254,7 +254,7 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         if total:
             self.progress.setRange(0, int(total))
             self.progress.setValue(int(getattr(event, "current", 0)))
-            self.activity.update(int(getattr(event, "current", 0)), int(total), "predicting slices")
+            self.activity.update(int(getattr(event, "current", 0)), int(total))
 
     def _on_predict_finished(self) -> None:
         self.worker = None
@@ -356,8 +356,8 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         self.errors_name = f"{self.review.case} errors"
         info = {**((pred_layer.metadata or {}).get(METADATA_KEY) or {}),
                 "source": "errors (1 TP, 2 FP, 3 FN)", "role": ERRORS_ROLE}
-        put_labels(self.viewer, self.errors_name, computed.errors, pred_layer, {METADATA_KEY: info},
-                   {None: "transparent", 0: "transparent", **ERROR_COLOURS})
+        put_class_image(self.viewer, self.errors_name, computed.errors, pred_layer, {METADATA_KEY: info},
+                        ERROR_COLOURS)
         # the error layer shows both (TP = both): their own colours underneath would mix
         # with its blue/magenta/aquamarine (the BraTS green especially)
         pred_layer.visible = False

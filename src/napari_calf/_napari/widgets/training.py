@@ -297,7 +297,7 @@ class TrainingWidget(QWidget):
             self.progress.setValue(min(update.current, update.total))
             self.progress.setFormat(f"%p%  {self._eta(update)}")
             self.activity.update(min(update.current, update.total), update.total,
-                                 None if self._stop.is_set() else self._eta(update) or "training")
+                                 None if self._stop.is_set() else "training")
         if update.status:
             # after Stop, the batch still running reports too: keep saying that it stops
             self._set_status(f"{STOPPING} ({update.status})" if self._stop.is_set() else update.status)
