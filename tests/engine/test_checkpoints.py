@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_calf.engine import checkpoints as ck
+from napari_calf.engine import resume_file as rf
 from napari_calf.errors import CalfCheckpointError, CalfFileExistsError
 
 
@@ -114,11 +115,11 @@ def test_optimizer_state_round_trips_and_continues_identically(tmp_path: Path) -
     for _ in range(3):
         step(*a)
     ck.save_weights(a[0], tmp_path / "last.safetensors")
-    ck.save_training_state(tmp_path, {"optimizer": a[1].state_dict(), "scheduler": a[2].state_dict(),
+    rf.save_training_state(tmp_path, {"optimizer": a[1].state_dict(), "scheduler": a[2].state_dict(),
                                       "py": (1, (2, 3), None), "ints": {0: "x", 5: "y"}})
     b = make()
     b[0].load_state_dict(ck.load_weights(tmp_path / "last.safetensors"))
-    state = ck.load_training_state(tmp_path)
+    state = rf.load_training_state(tmp_path)
     assert state["py"] == (1, (2, 3), None) and state["ints"] == {0: "x", 5: "y"}
     b[1].load_state_dict(state["optimizer"])
     b[2].load_state_dict(state["scheduler"])
@@ -136,16 +137,16 @@ def test_an_interrupted_state_save_leaves_the_previous_resume_point_whole(tmp_pa
 
     import torch
 
-    ck.save_training_state(tmp_path, {"x": torch.ones(2), "epoch": 1})
+    rf.save_training_state(tmp_path, {"x": torch.ones(2), "epoch": 1})
 
     def killed(*args, **kwargs):  # e.g. a second Ctrl-C just before the new file is moved in
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        ck.save_training_state(tmp_path, {"x": torch.zeros(2), "epoch": 2})
+        rf.save_training_state(tmp_path, {"x": torch.zeros(2), "epoch": 2})
     monkeypatch.undo()
-    state = ck.load_training_state(tmp_path)
+    state = rf.load_training_state(tmp_path)
     assert state["epoch"] == 1 and torch.equal(state["x"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == [ck.STATE_TENSORS]
 
@@ -157,7 +158,7 @@ def test_a_resume_point_in_the_old_two_file_layout_is_refused_with_the_way_on(tm
     save_file({"x": torch.ones(2)}, str(tmp_path / ck.STATE_TENSORS), metadata={"token": "ab"})
     (tmp_path / ck.STATE_JSON).write_text('{"token": "ab", "state": {}}')
     with pytest.raises(CalfCheckpointError, match="older napari-calf.*--init"):
-        ck.load_training_state(tmp_path)
+        rf.load_training_state(tmp_path)
 
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path) -> None:

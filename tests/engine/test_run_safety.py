@@ -20,7 +20,8 @@ import pytest
 
 import napari_calf.io.files as files_module
 from napari_calf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from napari_calf.engine.checkpoints import load_training_state, load_weights, save_training_state
+from napari_calf.engine.checkpoints import load_weights
+from napari_calf.engine.resume_file import load_training_state, save_training_state
 from napari_calf.engine.training import iter_train, resume_config
 from napari_calf.engine.training_events import EpochEnd, TrainStarted, TrainStep
 from napari_calf.errors import CalfCheckpointError, CalfInputError
@@ -209,6 +210,17 @@ def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(data, tmp_
     again = iter_train(resume_config(out))
     assert isinstance(next(again), Progress)  # the folder is free again
     again.close()
+
+
+def test_a_folder_on_a_filesystem_without_locks_is_used_and_said(tmp_path, monkeypatch) -> None:
+    from napari_calf.engine import run_lock
+
+    def no_locks(fd: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(run_lock, "_lock", no_locks)
+    with run_lock.lock_run_folder(tmp_path / "nfs") as lock:
+        assert not lock.held and "does not support file locks" in lock.note
 
 
 # --------------------------------------------------------------------------- moved data

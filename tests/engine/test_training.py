@@ -238,3 +238,15 @@ def test_auto_device_says_which_and_why() -> None:
         assert "no CUDA" in why
         with pytest.raises(CalfConfigError, match="no CUDA GPU"):
             select_device("cuda")
+
+
+def test_the_guis_warm_up_imports_every_module_a_run_needs() -> None:
+    """The training panel calls import_engine() in the background and only logs a failure
+    at debug level; a module name it gets wrong (one that moved) would stop it halfway."""
+    import sys
+
+    from napari_calf.engine.training import import_engine
+
+    import_engine()  # raised ModuleNotFoundError (napari_calf.engine.losses) before
+    assert {"napari_calf.calf.losses", "napari_calf.engine.inference",
+            "napari_calf.engine.run_lock", "segmentation_models_pytorch"} <= set(sys.modules)

@@ -102,8 +102,7 @@ class TrainLoop(ResumePoints):
         self.epoch_loss = [0.0, 0]  # sum, count of synced step losses this epoch
         self.micro = 1
         self.stopped_early = False
-        self.generation: str | None = None  # token of the last committed resume point
-        self.best_generation: str | None = None  # the commit whose weights are the best
+        self.generation = self.best_generation = None  # see ResumePoints
         if state is not None:
             self._restore(state)
             self.notes.append(f"resumed at epoch {self.epoch}, batch {self.batch + 1}")

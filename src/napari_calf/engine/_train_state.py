@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from .checkpoints import BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, RUN_CARD, STATE_TENSORS
-from .checkpoints import safetensors_metadata, save_training_state, save_weights, write_csv_atomic
+from .checkpoints import safetensors_metadata, save_weights, write_csv_atomic
+from .resume_file import save_training_state
 from ..errors import CalfCheckpointError, CalfError
 
 

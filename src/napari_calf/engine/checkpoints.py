@@ -2,8 +2,8 @@
 
 A run folder holds::
 
-    state.safetensors   the resume point: weights, optimizer, scheduler, RNGs, position and
-                        history, in ONE file (so it is replaced atomically, as a whole)
+    state.safetensors   the resume point (see resume_file): weights, optimizer, scheduler,
+                        RNGs, position, history in ONE file, replaced atomically as a whole
     model.safetensors   best weights (by validation Dice)
     last.safetensors    weights of the resume point, for people and --init
     run.json            the run card: config, data summary, selection, history, versions
@@ -13,7 +13,7 @@ A run folder holds::
 A resume reads only ``state.safetensors``. Each commit of it carries a new generation
 token, also written into the metadata of ``last.safetensors`` and (when it improved)
 ``model.safetensors`` after the commit, so a resume sees and rewrites a copy that a
-kill left behind (see ``_train_loop``). Every file is written to a temporary name and
+kill left behind (see ``_train_state``). Every file is written to a temporary name and
 moved into place; a full disk or another write error is a :class:`CalfCheckpointError`
 naming the file, and leaves the previous file whole.
 
@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CalfCheckpointError, CalfError, CalfFileExistsError, CalfInputError
 from ..io.files import atomic_path
-from ._state_codec import flatten, unflatten
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -55,8 +54,6 @@ LOCK_FILE = ".napari-calf.lock"
 #: Files a run writes; ``overwrite`` removes exactly these, never anything else of the user's
 #: (nor the lock file, which another process may be holding).
 RUN_FILES = (BEST_WEIGHTS, LAST_WEIGHTS, RUN_CARD, HISTORY, STATE_TENSORS, STATE_JSON)
-#: Marks a resume point of this layout (one file) in its safetensors metadata.
-STATE_FORMAT = "napari-calf-resume-2"
 
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
@@ -267,11 +264,11 @@ def save_weights(
 
     if hasattr(state, "state_dict"):
         state = state.state_dict()
-    tensors = _cpu_unshared({k: v for k, v in state.items()})
+    tensors = cpu_unshared({k: v for k, v in state.items()})
     return write_bytes_atomic(path, save(tensors, metadata=metadata))
 
 
-def _cpu_unshared(tensors: Mapping[str, Any]) -> dict[str, Any]:
+def cpu_unshared(tensors: Mapping[str, Any]) -> dict[str, Any]:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     # safetensors refuses tensors sharing memory; copies are cheap at checkpoint time
     shared = _shared_ptrs(tensors)
@@ -289,52 +286,6 @@ def _shared_ptrs(tensors: Mapping[str, torch.Tensor]) -> set[int]:
         ptr = t.data_ptr()
         (shared if ptr in seen else seen).add(ptr)
     return shared
-
-
-# --------------------------------------------------------------------------- training state
-
-
-def save_training_state(run_dir: str | Path, state: dict[str, Any]) -> Path:
-    """Commit a resume point: the whole nested ``state`` (tensors and the rest) as ONE
-    safetensors file, moved into place atomically, so a kill at any moment leaves either
-    the previous resume point or this one, never a mixture."""
-    from safetensors.torch import save
-
-    tensors: dict[str, Any] = {}
-    structure = flatten(state, "", tensors)
-    metadata = {"format": STATE_FORMAT, "structure": json.dumps(structure)}
-    return write_bytes_atomic(Path(run_dir) / STATE_TENSORS,
-                              save(_cpu_unshared(tensors), metadata=metadata))
-
-
-def load_training_state(run_dir: str | Path) -> dict[str, Any]:
-    """Read what :func:`save_training_state` wrote (no unpickling). Field values are
-    checked by :func:`.run_schema.check_state` where they are used.
-
-    Raises
-    ------
-    CalfCheckpointError
-        Missing, not a safetensors file, written by an older napari-calf, or damaged.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = check_safetensors(Path(run_dir) / STATE_TENSORS)
-    meta = safetensors_metadata(path)
-    if meta.get("format") != STATE_FORMAT:
-        raise CalfCheckpointError(
-            f"{path}: not a napari-calf resume point of this version (an older napari-calf "
-            "kept it in two files, which a crash could leave out of step). Fix: start a new "
-            f"run with --init {Path(run_dir) / LAST_WEIGHTS} to continue from its weights."
-        )
-    damaged = (f"{path}: the resume point is damaged or was edited. Fix: start a new run "
-               f"with --init {Path(run_dir) / LAST_WEIGHTS}, or train again.")
-    try:
-        structure = json.loads(meta.get("structure", ""))
-        tensors = load_file(str(path), device="cpu")
-        return unflatten(structure, tensors)
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RecursionError):
-        raise CalfCheckpointError(damaged) from None
 
 
 # --------------------------------------------------------------------------- run folders

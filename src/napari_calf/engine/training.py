@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from .checkpoints import RUN_CARD, STATE_TENSORS, check_free_space, check_run_dir_free
-from .checkpoints import load_training_state, prepare_run_dir, read_run_card
+from .checkpoints import prepare_run_dir, read_run_card
 from ..config import RunConfig
 from ..errors import CalfCheckpointError, CalfInputError
 from ..events import StopCallback, drain
+from .resume_file import load_training_state
 from .training_events import TrainResult
 
 __all__ = ["iter_train", "train", "resume_config", "plan_resume", "ResumePlan",
@@ -141,7 +142,7 @@ def plan_resume(run_dir: str | Path, *, data_dir: str | Path | None = None,
                      f"{root}; it is not followed, caches go under {root} (give "
                      f"--cache-dir {cache} to use that folder).")
         cache = None
-    if cache != d.cache_dir:
+    if cache_dir is not None and cache != d.cache_dir:  # a dropped one is in the notes
         changes["cache_dir"] = (d.cache_dir, cache)
     new_data = dataclasses.replace(d, data_dir=data, cache_dir=cache,
                                    store=store if store is not None else d.store)
@@ -160,12 +161,19 @@ def plan_resume(run_dir: str | Path, *, data_dir: str | Path | None = None,
         changes=changes, notes=tuple(notes))
 
 
-def resume_config(run_dir: str | Path, **changes: Any) -> RunConfig:
-    """The config to continue the run in ``run_dir`` (see :func:`plan_resume` for the
-    settings that may change); pass it to :func:`iter_train`."""
+def resume_config(run_dir: str | Path, *, data_dir: str | Path | None = None,
+                  epochs: int | None = None, device: str | None = None,
+                  patience: int | None = None, cache_dir: str | Path | None = None,
+                  store: str | None = None) -> RunConfig:
+    """The config to continue the run in ``run_dir``; pass it to :func:`iter_train`.
+
+    The same as ``plan_resume(...).config`` (see :func:`plan_resume` for the settings that
+    may change); its notes go to the log.
+    """
     import logging
 
-    plan = plan_resume(run_dir, **changes)
+    plan = plan_resume(run_dir, data_dir=data_dir, epochs=epochs, device=device,
+                       patience=patience, cache_dir=cache_dir, store=store)
     for note in plan.notes:
         logging.getLogger(__name__).warning(note)
     return plan.config
@@ -216,10 +224,12 @@ def import_engine() -> None:
 
     for name in ("torch", "segmentation_models_pytorch", "scipy.ndimage", "scipy.stats", "nibabel"):
         importlib.import_module(name)
-    for name in ("_train_loop", "models", "run_card", "training_data", "slice_store", "data",
-                 "augment", "batches", "validation", "devices", "losses", "metrics", "io",
-                 "discovery", "inference"):
+    for name in ("_train_loop", "_train_state", "resume_file", "run_schema", "run_lock",
+                 "channels", "models", "run_card", "training_data", "slice_store", "data",
+                 "augment", "batches", "validation", "devices", "inference"):
         importlib.import_module(f"{__package__}.{name}")
+    for name in ("calf.losses", "calf.metrics", "io.volumes", "io.discovery"):
+        importlib.import_module(f"napari_calf.{name}")
 
 
 def iter_train(config: RunConfig, *, stop: StopCallback | None = None) -> Generator[Any, None, TrainResult]:
