@@ -393,10 +393,12 @@ def _report_corrections(run_dir: Path, config: Any, args: argparse.Namespace) ->
                                                labels_from=config.data.labels_from),
                              f"score {name}", disable=args.no_progress)
         scores[name] = {r["case_id"]: r["dice"] for r in ev.cases}
-    print("Corrected cases, Dice against the corrected labels (in-sample: they trained):")
+    trained = {r["case_id"] for r in rows if r.get("in_training_split")}
+    print("Corrected cases, Dice against the corrected labels (a training case's 'after' is "
+          "in-sample):")
     for cid in ids:
         print(f"  {cid:<28} before {fmt(scores['before'].get(cid))}  after "
-              f"{fmt(scores['after'].get(cid))}")
+              f"{fmt(scores['after'].get(cid))}  ({'training' if cid in trained else 'validation'})")
     out["dice_before"], out["dice_after"] = scores["before"], scores["after"]
     return out
 

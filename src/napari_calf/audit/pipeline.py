@@ -261,7 +261,12 @@ def iter_run_audit(
     path = audit_dir / AUDIT_JSON
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if path.is_file():
-        before = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CalfInputError(path, f"cannot be read ({exc}).", "delete it to start the "
+                                 "audit record afresh (runs and predictions are kept), or give "
+                                 "a new --out.") from None
         _check_same_audit(plan, before)
         created = before.get("created", created)
         command = command or before.get("command", "")
