@@ -203,3 +203,43 @@ def test_format_rules_lists_every_row():
     assert lines[0].split()[:3] == ["#", "condition", "transform"]
     assert "S ≥ 1 and K ≥ 3" in lines[2 + 4] and "log10" in lines[2 + 4]
     assert lines[-1].split()[:3] == ["7", "otherwise", "bce-dice"]
+
+
+# --------------------------------------------------------------------------- hostile tables
+# Numbers JSON allows but floats cannot hold, and nesting deep enough to exhaust Python's
+# recursion, once escaped as OverflowError / ValueError / RecursionError tracebacks.
+
+
+def _table_with(value_text: str) -> str:
+    return ('{"format": "napari-calf rules", "version": 1, "rules": [\n'
+            '  {"transform": "ln", "source": "paper"},\n'
+            f'  {{"transform": "bce-dice", "source": "fallback", "s_min": {value_text}}}\n'
+            ']}\n')
+
+
+@pytest.mark.parametrize("digits", [400, 5001])
+def test_a_number_too_large_for_a_float_names_the_file_row_and_field(tmp_path, digits):
+    path = tmp_path / "rules.json"
+    path.write_text(_table_with("9" * digits))
+    with pytest.raises(CalfConfigError) as info:
+        load_rules(path)
+    msg = str(info.value)
+    assert str(path) in msg and "row 2" in msg and "s_min" in msg
+    assert f"{digits}-digit" in msg and "Fix:" in msg
+
+
+def test_deep_nesting_names_the_file_and_where(tmp_path):
+    path = tmp_path / "rules.json"
+    path.write_text(_table_with("[" * 100_000 + "]" * 100_000))
+    with pytest.raises(CalfConfigError) as info:
+        load_rules(path)
+    msg = str(info.value)
+    assert str(path) in msg and "nested" in msg and "row 2" in msg and "s_min" in msg
+    assert "Fix:" in msg
+
+
+def test_ordinary_large_but_finite_bounds_still_load():
+    (_, rule) = rules_from_json(_table_with("1e300"))
+    assert rule.s_min == 1e300
+    (_, rule) = rules_from_json(_table_with("3"))
+    assert rule.s_min == 3.0

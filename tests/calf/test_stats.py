@@ -254,3 +254,44 @@ def test_empty_dataset_gives_empty_areas():
     assert res.n_slices == 0 and res.n_empty == 0
     assert imbalance_stats(res).undefined_reason.startswith("no slice has foreground")
     assert math.isfinite(res.areas.sum())
+
+
+# Label values no BraTS convention uses were once taken silently: 7 counted as tumour,
+# negative labels were dropped (and changed the selected transform). Now refused, named.
+
+
+@pytest.mark.parametrize("target", ["wt", "tc", "et"])
+def test_labels_outside_the_convention_are_refused_naming_the_values(target):
+    with pytest.raises(CalfInputError, match=r"label value\(s\) 7 .*brats2021.*0, 1, 2, 4"):
+        binary_target(_labels([0, 1, 2, 4, 7, 7]), target, "brats2021")
+    negative = np.asarray([0, -1, 2, -3], dtype=np.int16).reshape(1, 1, -1)
+    with pytest.raises(CalfInputError, match=r"label value\(s\) -3, -1 "):
+        binary_target(negative, target, "brats2021")
+
+
+def test_whole_tumour_tolerates_the_other_conventions_enhancing_label():
+    """Whole tumour is 'any tumour label' in both conventions: a 2023 file in a folder
+    guessed as 2021 still measures right, while tc/et refuse it (they would differ)."""
+    lab = _labels([0, 1, 2, 3])
+    assert binary_target(lab, "wt", "brats2021").ravel().tolist() == [False, True, True, True]
+    with pytest.raises(CalfInputError, match="label value 3"):
+        binary_target(lab, "tc", "brats2021")
+
+
+def test_dataset_areas_name_the_file_with_unexpected_labels(tmp_path):
+    import nibabel as nib
+
+    from napari_calf.io.discovery import discover_cases
+
+    case = tmp_path / "p1"
+    case.mkdir()
+    labels = np.zeros((6, 6, 4), np.int16)
+    labels[1:4, 1:4, 1] = 2
+    labels[2, 2, 2] = -1  # a negative "tumour" voxel: once dropped without a word
+    for name in ("t1", "t2"):
+        nib.save(nib.Nifti1Image(np.ones((6, 6, 4), np.float32), np.eye(4)), case / f"p1_{name}.nii.gz")
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), case / "p1_seg.nii.gz")
+    with pytest.raises(CalfInputError) as info:
+        dataset_areas(discover_cases(tmp_path))
+    msg = str(info.value)
+    assert str(case / "p1_seg.nii.gz") in msg and "-1" in msg and "Fix:" in msg

@@ -241,3 +241,22 @@ def test_rerun_with_other_settings_is_refused_before_training(study: dict, capsy
     err = capsys.readouterr().err
     assert "train.lr: 0.003 vs 0.01" in err and "Fix:" in err
     assert _weights_mtimes(study["dir"]) == before
+
+
+def test_a_damaged_run_is_listed_and_the_others_reported(study: dict, tmp_path, capsys) -> None:
+    """Weights truncated by a failed copy: once it blocked the whole report."""
+    import shutil
+
+    from napari_calf.study.compare import run_status
+
+    copy = tmp_path / "study"
+    shutil.copytree(study["dir"], copy)
+    weights = copy / "runs" / "unet__bce__seed1" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert cli.main(["compare", "--collect", str(copy), "--no-progress", "--no-plots",
+                     "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "unet__bce__seed1: damaged" in out and "model.safetensors" in out
+    summary = json.loads((copy / "summary.json").read_text())
+    assert {r["loss"]: r["n_seeds"] for r in summary["rows"]} == {"calf": 2, "bce": 1}
+    assert run_status(weights.parent) == "restart"  # the study's rerun trains it again

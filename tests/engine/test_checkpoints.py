@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_calf.engine import checkpoints as ck
+from napari_calf.engine import resume_file as rf
 from napari_calf.errors import CalfCheckpointError, CalfFileExistsError
 
 
@@ -114,11 +115,11 @@ def test_optimizer_state_round_trips_and_continues_identically(tmp_path: Path) -
     for _ in range(3):
         step(*a)
     ck.save_weights(a[0], tmp_path / "last.safetensors")
-    ck.save_training_state(tmp_path, {"optimizer": a[1].state_dict(), "scheduler": a[2].state_dict(),
+    rf.save_training_state(tmp_path, {"optimizer": a[1].state_dict(), "scheduler": a[2].state_dict(),
                                       "py": (1, (2, 3), None), "ints": {0: "x", 5: "y"}})
     b = make()
     b[0].load_state_dict(ck.load_weights(tmp_path / "last.safetensors"))
-    state = ck.load_training_state(tmp_path)
+    state = rf.load_training_state(tmp_path)
     assert state["py"] == (1, (2, 3), None) and state["ints"] == {0: "x", 5: "y"}
     b[1].load_state_dict(state["optimizer"])
     b[2].load_state_dict(state["scheduler"])
@@ -130,15 +131,34 @@ def test_optimizer_state_round_trips_and_continues_identically(tmp_path: Path) -
     assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
 
 
-def test_state_files_from_different_saves_are_detected(tmp_path: Path) -> None:
+def test_an_interrupted_state_save_leaves_the_previous_resume_point_whole(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    import os
+
     import torch
 
-    ck.save_training_state(tmp_path, {"x": torch.ones(2)})
-    first = (tmp_path / ck.STATE_JSON).read_text()
-    ck.save_training_state(tmp_path, {"x": torch.zeros(2)})
-    (tmp_path / ck.STATE_JSON).write_text(first)  # as if the second save died halfway
-    with pytest.raises(CalfCheckpointError, match="do not belong together"):
-        ck.load_training_state(tmp_path)
+    rf.save_training_state(tmp_path, {"x": torch.ones(2), "epoch": 1})
+
+    def killed(*args, **kwargs):  # e.g. a second Ctrl-C just before the new file is moved in
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rf.save_training_state(tmp_path, {"x": torch.zeros(2), "epoch": 2})
+    monkeypatch.undo()
+    state = rf.load_training_state(tmp_path)
+    assert state["epoch"] == 1 and torch.equal(state["x"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == [ck.STATE_TENSORS]
+
+
+def test_a_resume_point_in_the_old_two_file_layout_is_refused_with_the_way_on(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.ones(2)}, str(tmp_path / ck.STATE_TENSORS), metadata={"token": "ab"})
+    (tmp_path / ck.STATE_JSON).write_text('{"token": "ab", "state": {}}')
+    with pytest.raises(CalfCheckpointError, match="older napari-calf.*--init"):
+        rf.load_training_state(tmp_path)
 
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path) -> None:
@@ -190,3 +210,18 @@ def test_history_csv_has_one_row_per_epoch(tmp_path: Path) -> None:
         back = list(csv.DictReader(fh))
     assert [r["epoch"] for r in back] == ["1", "2"]
     assert np.isclose(float(back[1]["dice"]), 0.25) and back[0]["dice_small"] == ""
+
+
+def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_loads(tmp_path: Path) -> None:
+    """A header length whose low byte is 0x80 (one file in 256) is not a pickle."""
+    import torch
+    from safetensors.torch import save
+
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    for pad in range(300):
+        data = save(tensors, metadata={"pad": "x" * pad})
+        if data[0] == 0x80:
+            break
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data)
+    assert torch.equal(ck.load_weights(path)["w"], tensors["w"])

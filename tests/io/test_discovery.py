@@ -269,3 +269,16 @@ def test_bad_file_in_case_is_reported_by_name(tmp_path):
     (folder / "c1_t2.nii.gz").write_bytes(b"")
     with pytest.raises(CalfInputError, match=r"c1_t2\.nii\.gz: is empty"):
         load_case(discover_cases(tmp_path)[0])
+
+
+def test_load_case_refuses_label_values_no_brats_convention_uses(tmp_path):
+    _brats2021(tmp_path, "c1", label=False)
+    data = np.zeros(SHAPE, np.uint8)
+    data[3:7, 4:9, 2:6] = 2
+    data[5, 5, 3] = 7  # not a BraTS label: once counted as tumour without a word
+    nib.save(nib.Nifti1Image(data, AFFINE), str(tmp_path / "c1" / "c1_seg.nii.gz"))
+    with pytest.raises(CalfInputError) as info:
+        load_case(discover_cases(tmp_path)[0], require_label=True)
+    msg = str(info.value)
+    assert str(tmp_path / "c1" / "c1_seg.nii.gz") in msg
+    assert "label value(s) 7 (1 voxel)" in msg and "Fix:" in msg

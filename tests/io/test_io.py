@@ -291,3 +291,44 @@ def test_volume_is_plain_data():
     )
     with pytest.raises(AttributeError):
         vol.path = Path("x")  # type: ignore[misc]
+
+
+# A header is 352 bytes; it may claim any array size. Reading must not trust the claim.
+
+
+def _header_claiming(shape: tuple[int, ...], dtype: type, data: bytes) -> bytes:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    hdr.set_sform(np.eye(4), code=1)
+    hdr["vox_offset"] = 352
+    return hdr.binaryblock + b"\0" * 4 + data
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_a_header_claiming_a_huge_image_is_refused_before_allocating(tmp_path, suffix):
+    """A 4 KB file claiming 400×400×400 float32 (256 MB) must not cost 256 MB to refuse."""
+    import tracemalloc
+
+    raw = _header_claiming((400, 400, 400), np.float32, b"\1" * 4096)
+    path = tmp_path / f"claims{suffix}"
+    path.write_bytes(gzip.compress(raw) if suffix == ".nii.gz" else raw)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CalfInputError) as info:
+            load_volume(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB allocated to refuse a 4 KB file"
+    msg = str(info.value)
+    assert str(path) in msg and "(400, 400, 400)" in msg
+    assert f"{len(raw) - 352:,}" in msg or f"{len(raw):,}" in msg  # the data it really holds
+    assert "Fix:" in msg
+
+
+def test_an_absurd_claim_is_a_clear_error_not_memory_error(tmp_path):
+    path = tmp_path / "absurd.nii.gz"
+    path.write_bytes(gzip.compress(_header_claiming((30000, 30000, 30000), np.int16, b"\0" * 64)))
+    with pytest.raises(CalfInputError, match=r"absurd\.nii\.gz.*\(30000, 30000, 30000\)"):
+        load_volume(path, label=True)

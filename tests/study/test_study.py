@@ -68,9 +68,11 @@ def _card(folder: Path, status: str, *, state: bool = False, weights: bool = Tru
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"status": status, "config": {}}))
     if state:
-        (folder / "state.json").write_text("{}")
-    if weights:
-        (folder / "model.safetensors").write_bytes(b"x")
+        (folder / "state.safetensors").write_bytes(b"x")
+    if weights:  # a real (tiny) weights file: a damaged one means "train it again"
+        from safetensors.numpy import save_file
+
+        save_file({"w": np.zeros(4, np.float32)}, str(folder / "model.safetensors"))
 
 
 def test_run_status_decides_skip_resume_restart(tmp_path: Path) -> None:
@@ -81,11 +83,14 @@ def test_run_status_decides_skip_resume_restart(tmp_path: Path) -> None:
     _card(tmp_path / "crashed", "running", state=False, weights=False)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("x")
+    (tmp_path / "locked").mkdir()  # a start that died before writing anything but its lock
+    (tmp_path / "locked" / ".napari-calf.lock").write_text("{}")
     assert run_status(tmp_path / "done") == "finished"
     assert run_status(tmp_path / "early") == "finished"
     assert run_status(tmp_path / "stopped") == "resumable"
     assert run_status(tmp_path / "crashed") == "restart"
     assert run_status(tmp_path / "junk") == "restart"
+    assert run_status(tmp_path / "locked") == "missing"
 
 
 def test_device_arguments_pin_one_gpu_per_process() -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
+
+from ._terminal import json_stream
 
 TARGETS = ("wt", "tc", "et")  # = napari_calf.calf.stats.TARGETS (not imported: keeps --help fast)
 
@@ -94,6 +95,16 @@ def add_filter_args(parser: argparse.ArgumentParser) -> None:
                    help="selection rule table to use instead of the default (see `analyze --json`)")
 
 
+def add_channel_order_arg(parser: argparse.ArgumentParser) -> None:
+    """``--channel-order`` (predict, evaluate): how input files reach the run's channels."""
+    parser.add_argument(
+        "--channel-order", choices=("names", "positional"), default="names",
+        help="names (default): match each file to the run's modality by its name, with the "
+             "aliases t1=t1n=t1w, t1ce=t1c=t1gd, t2=t2w, flair=t2f, and refuse files that do "
+             "not match; positional: take the files (or a 4D file's channels) in the order "
+             "given, which must be the run's")
+
+
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=str, default=None, metavar="FILE",
                         help="also write the results as JSON to FILE ('-' for standard output)")
@@ -108,14 +119,51 @@ def write_json_output(target: str | None, data: Any, *, overwrite: bool = False)
     from ..errors import CalfFileExistsError
 
     text = json.dumps(data, indent=2, default=_jsonable, allow_nan=False)
-    if target == "-":
-        sys.stdout.write(text + "\n")
+    if target == "-":  # standard output is the JSON's alone (the text went to stderr)
+        stream = json_stream()
+        stream.write(text + "\n")
+        stream.flush()
         return
     path = Path(target).expanduser()
     if path.exists() and not overwrite:
         raise CalfFileExistsError(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text + "\n")
+
+
+def check_outputs(outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, output options that name one file twice or that cannot be
+    written (read-only or missing permission), so the user learns it in a second, not
+    after inference or training.
+
+    Parameters
+    ----------
+    outputs : dict
+        Option -> path (``None`` and ``'-'``, standard output, are skipped), e.g.
+        ``{"--out": args.out, "--probabilities": args.probabilities, "--json": args.json}``.
+
+    Raises
+    ------
+    CalfConfigError
+        Two options name the same file (also through ``..`` or a symbolic link).
+    CalfInputError
+        A folder that cannot take its file (names the file and why).
+    """
+    from ..errors import CalfConfigError
+    from ..io.files import check_writable
+
+    given = {opt: Path(p).expanduser() for opt, p in outputs.items() if p and str(p) != "-"}
+    seen: dict[Path, str] = {}
+    for option, path in given.items():
+        key = path.resolve()
+        if key in seen:
+            raise CalfConfigError(
+                f"{seen[key]} and {option} name the same file ({path}): the second output "
+                f"would overwrite the first. Fix: give {option} another file name."
+            )
+        seen[key] = option
+    for path in given.values():
+        check_writable(path)
 
 
 def clean_json(obj: Any) -> Any:

@@ -92,8 +92,14 @@ def format_rule_table(rules: Any, matched: int | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..calf.rules import DEFAULT_RULES
     from ..calf.rules_io import load_rules
-    from ._engine import clean_json, write_json_output
+    from ._engine import check_outputs, clean_json, write_json_output
 
+    json_path = Path(args.json).expanduser() if args.json and args.json != "-" else None
+    if json_path is not None and json_path.exists() and not args.overwrite:
+        from ..errors import CalfFileExistsError
+
+        raise CalfFileExistsError(json_path)  # before the measuring, not after
+    check_outputs({"--json": args.json})
     result = analyze(args)
     stats, sel, filt = result["statistics"], result["selection"], result["filtering"]
     unit = "mm²" if args.unit == "mm2" else "px"

@@ -78,7 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write the runs as `napari-calf train` command lines and stop")
     s.add_argument("--collect", type=Path, default=None, metavar="STUDY",
                    help="only evaluate and report the runs that exist in STUDY")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --plan file")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --plan file; write a study into a non-empty "
+                        "folder that is not a study; let the report replace files of its "
+                        "names that the study did not write (or that were edited since)")
     r = p.add_argument_group("report")
     r.add_argument("--reference", default="calf",
                    help="loss the others are compared with (default calf)")
@@ -198,7 +201,9 @@ def study_info(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
 
 def write_plan(args: argparse.Namespace, plan: Any, argvs: dict[str, list[str]]) -> Path:
     from ..study.compare import write_study_json
+    from ..study.report_files import check_study_folder
 
+    check_study_folder(plan.study_dir, overwrite=args.overwrite)
     path = write_commands_file(
         Path(args.plan), plan, argvs, study_info(args, plan),
         shlex.join(["napari-calf", "compare", "--collect", str(plan.study_dir)]),
@@ -236,7 +241,9 @@ def run(args: argparse.Namespace) -> int:
               f"job), then: napari-calf compare --collect {plan.study_dir}")
         return 0
     from ..study.compare import check_run_matches, write_study_json
+    from ..study.report_files import check_study_folder
 
+    check_study_folder(plan.study_dir, overwrite=args.overwrite)  # someone's folder: refuse
     for r in plan.runs:
         check_run_matches(r)
     write_study_json(plan.study_dir, study_info(args, plan))
@@ -269,7 +276,7 @@ def collect(args: argparse.Namespace, study_dir: Path) -> int:
         print(f"note: {note}")
     summary = write_report(study_dir, records, notes=notes, thresholds=thresholds, info=info,
                            reference=args.reference, n_resamples=args.bootstrap,
-                           plots=not args.no_plots)
+                           plots=not args.no_plots, overwrite=args.overwrite)
     _print_summary(summary)
     print(f"Report: {study_dir / 'README.md'} (summary.csv, summary.json, paired.csv"
           + (", plots/" if summary.get("plots") else "") + ")")
@@ -298,9 +305,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         return "—" if mean is None else f"{mean:.3f}" + ("" if sd is None else f"±{sd:.3f}")
 
     print(f"{'arch':<10} {'loss':<9} {'seeds':>5} {'Dice':>13} {'HD95mm':>13} "
-          f"{'FP-empty':>13} {'Dice small':>13}")
+          f"{'FP-empty':>13} {'Dice small':>13} {'lesion Dice':>13} {'lesion F1':>13}")
     for r in summary["rows"]:
         print(f"{r['arch']:<10} {r['loss']:<9} {r['n_seeds']:>5} {pm(r, 'dice'):>13} "
-              f"{pm(r, 'hd95_mm'):>13} {pm(r, 'fp_rate_empty'):>13} {pm(r, 'dice_small'):>13}")
+              f"{pm(r, 'hd95_mm'):>13} {pm(r, 'fp_rate_empty'):>13} {pm(r, 'dice_small'):>13} "
+              f"{pm(r, 'lesion_dice'):>13} {pm(r, 'lesion_f1'):>13}")
     for p in summary.get("paired") or []:
         print(f"{p['arch']}: {p['verdict']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._engine import add_json_arg, positive_int
+from ._engine import add_channel_order_arg, add_json_arg, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="probability above which a voxel is tumour (default 0.5)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="slices per batch (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    add_channel_order_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_json_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import CalfConfigError, CalfFileExistsError
     from ..engine.inference import iter_predict_volume, load_run
     from . import drain_with_tqdm
-    from ._engine import clean_json, write_json_output
+    from ._engine import check_outputs, clean_json, write_json_output
 
     if not 0 < args.threshold < 1:
         raise CalfConfigError(f"--threshold {args.threshold} must be between 0 and 1.")
@@ -50,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
         for path in outputs + ([Path(args.json)] if args.json and args.json != "-" else []):
             if path.exists():
                 raise CalfFileExistsError(path)
+    check_outputs({"--out": args.out, "--probabilities": args.probabilities, "--json": args.json})
     run_ = load_run(args.run_dir)
     source = args.inputs[0] if len(args.inputs) == 1 else [str(p) for p in args.inputs]
     pred = drain_with_tqdm(
         iter_predict_volume(run_, source, batch_size=args.batch_size, device=args.device,
-                            threshold=args.threshold),
+                            threshold=args.threshold, channel_order=args.channel_order),
         "predict", disable=args.no_progress,
     )
     written = pred.save(args.out, probabilities_path=args.probabilities, overwrite=args.overwrite)

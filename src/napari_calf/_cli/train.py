@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,59 @@ from ._engine import add_filter_args, add_json_arg, add_target_args, fmt, non_ne
 
 LOSS_CHOICES = ("calf", "fisher", "logit", "arcsine", "log10", "ln", "bce-dice", "bce", "dice",
                 "focal", "tversky", "lovasz")  # = losses.LOSS_NAMES (not imported: fast --help)
+
+#: Options a resumed run may change (applied and said on stderr); DATA may be given too.
+RESUME_MAY_CHANGE = ("epochs", "device", "patience", "cache_dir", "store")
+#: Options that shape a run's numbers: with --resume they must equal the run's own value.
+#: dest -> (config part, field, how the option's value reads as that field)
+RESUME_FIXED: dict[str, tuple[str, str, Any]] = {
+    "arch": ("model", "arch", lambda v: str(v).lower()),
+    "encoder": ("model", "encoder", str),
+    "encoder_depth": ("model", "encoder_depth", int),
+    "encoder_weights": ("model", "encoder_weights", lambda v: v),
+    "init": ("model", "init", lambda v: os.path.abspath(os.path.expanduser(v))),
+    "loss": ("train", "loss", str),
+    "dice_weight": ("train", "dice_weight", float),
+    "dice_mode": ("train", "dice_mode", str),
+    "batch_size": ("train", "batch_size", int),
+    "lr": ("train", "lr", float),
+    "weight_decay": ("train", "weight_decay", float),
+    "no_augment": ("train", "augment", lambda v: not v),
+    "seed": ("train", "seed", int),
+    "target": ("data", "target", str),
+    "val_fraction": ("data", "val_fraction", float),
+    "max_slices_per_case": ("data", "max_slices_per_case", lambda v: v),
+    "unit": ("data", "unit", str),
+    "empty_fraction": ("data", "empty_fraction", float),
+    "min_area": ("data", "min_area", lambda v: v),
+    "outlier_iqr": ("data", "outlier_iqr", lambda v: v),
+    "drop_outliers": ("data", "drop_outliers", bool),
+    "rules": ("data", "rules_path", lambda v: os.path.abspath(os.path.expanduser(v))),
+}
+#: Namespace attribute listing the options typed on the command line (defaults are not).
+GIVEN = "_given_options"
+
+
+class _RecordsGiven:
+    """Mixed into an option's action: notes in the namespace that the option was typed, so
+    --resume can tell an option given (even with its default value) from one left out."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)  # type: ignore[misc]
+        setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})  # type: ignore[attr-defined]
+
+
+_RECORDING: dict[type, type] = {}
+
+
+def _record_given(parser: argparse.ArgumentParser, dests: set[str]) -> None:
+    for action in parser._actions:
+        if action.dest in dests and action.option_strings:
+            cls = type(action)
+            if cls not in _RECORDING:
+                _RECORDING[cls] = type(f"Recorded{cls.__name__}", (_RecordsGiven, cls), {})
+            action.__class__ = _RECORDING[cls]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,11 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("data", metavar="DATA", type=Path, nargs="?",
-                   help="dataset folder (not needed with --resume)")
+                   help="dataset folder (with --resume: only if the data has moved)")
     p.add_argument("--out", type=Path, metavar="RUN", help="run folder to create")
     p.add_argument("--resume", type=Path, metavar="RUN",
-                   help="continue a stopped run where it stopped (its own settings are used; "
-                        "--epochs, --device may change)")
+                   help="continue a stopped run where it stopped, with its own settings; "
+                        "--epochs, --device, --patience, --cache-dir, --store and DATA may "
+                        "change, other options are refused if they differ from the run's")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run files in an existing --out folder (and an existing --json)")
     m = p.add_argument_group("model")
@@ -85,6 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_filter_args(p)
     add_json_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _record_given(p, set(RESUME_MAY_CHANGE) | set(RESUME_FIXED))
     p.set_defaults(run=run)
 
 
@@ -94,12 +150,7 @@ def build_config(args: argparse.Namespace) -> Any:
     from ..errors import CalfConfigError
 
     if args.resume:
-        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-            raise CalfConfigError("--resume continues in its own folder; leave out --out.")
-        from ..engine.training import resume_config
-
-        device = args.device if args.device != "auto" else None
-        return resume_config(args.resume, epochs=args.epochs, device=device)
+        return resume_plan(args).config
     if args.data is None or args.out is None:
         raise CalfConfigError(
             "train needs DATA and --out RUN (or --resume RUN). "
@@ -126,6 +177,54 @@ def build_config(args: argparse.Namespace) -> Any:
     )
     return RunConfig(data=data, model=model, train=train, out_dir=str(args.out),
                      overwrite=args.overwrite)
+
+
+def resume_plan(args: argparse.Namespace) -> Any:
+    """How ``train --resume RUN [DATA]`` continues (an ``engine.training.ResumePlan``).
+
+    Raises
+    ------
+    CalfConfigError
+        An option that shapes the run's numbers was given with another value than the
+        run's own (each named with both values).
+    """
+    from ..engine.training import plan_resume
+    from ..errors import CalfConfigError
+
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise CalfConfigError("--resume continues in its own folder; leave out --out.")
+    given = getattr(args, GIVEN, frozenset())
+    changes = {dest: getattr(args, dest) for dest in RESUME_MAY_CHANGE if dest in given}
+    plan = plan_resume(args.resume, data_dir=args.data, **changes)
+    own = plan.config.to_dict()
+    refused = []
+    for dest in sorted(given & set(RESUME_FIXED)):
+        part, field, read = RESUME_FIXED[dest]
+        value, before = read(getattr(args, dest)), own[part][field]
+        if value != before and not (isinstance(before, str) and str(value).lower() == before.lower()):
+            refused.append(f"{_flag(dest)} {getattr(args, dest)} (the run: {before})")
+    if refused:
+        raise CalfConfigError(
+            f"--resume continues {args.resume} with the settings it was started with, but "
+            f"these options would change them: {', '.join(refused)}. Fix: leave them out "
+            "(only --epochs, --device, --patience, --cache-dir, --store and DATA may change "
+            f"on a resume), or start a new run with them (--init {args.resume} starts from "
+            "its weights)."
+        )
+    return plan
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _resume_lines(args: argparse.Namespace, plan: Any) -> list[str]:
+    """What the user should read before a resume starts (stderr)."""
+    applied = [f"{_flag(k) if k != 'data_dir' else 'DATA'} {after} (the run had {before})"
+               for k, (before, after) in plan.changes.items()]
+    lines = [f"Resuming {args.resume} with its own settings"
+             + (f"; applying {', '.join(applied)}." if applied else ".")]
+    return lines + [f"note: {note}" for note in plan.notes]
 
 
 def _val_cases(text: str | None) -> tuple[str, ...] | None:
@@ -155,7 +254,13 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.training_events import EpochEnd, TrainNotice, TrainStarted, TrainStep
     from ._engine import clean_json, write_json_output
 
-    config = build_config(args)
+    if args.resume:
+        plan = resume_plan(args)
+        config = plan.config
+        for line in _resume_lines(args, plan):
+            print(line, file=sys.stderr)
+    else:
+        config = build_config(args)
     if args.json and args.json != "-" and Path(args.json).exists() and not args.overwrite:
         from ..errors import CalfFileExistsError
 

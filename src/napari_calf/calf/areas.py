@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import CalfConfigError, CalfInputError
 from ..events import Progress, drain
+from ..io.labels import ANY_BRATS_LABEL, CONVENTION_LABELS, check_label_values
 
 #: Binary targets derived from BraTS labels: whole tumour, tumour core, enhancing tumour.
 TARGETS: tuple[str, ...] = ("wt", "tc", "et")
@@ -62,17 +63,19 @@ def binary_target(labels: np.ndarray, target: str = "wt", convention: str = "bra
     CalfConfigError
         Unknown target or convention.
     CalfInputError
-        For ``tc``/``et``: the labels hold the other convention's ET value.
+        A value no BraTS convention uses (7, 255, a negative number …), named with its
+        voxel count; for ``tc``/``et`` also the other convention's ET value (whole tumour
+        is the same in both conventions, so ``wt`` accepts it).
     """
     _check_choice("target", target, TARGETS)
     _check_choice("label convention", convention, CONVENTIONS)
     labels = np.asarray(labels)
     floating = np.issubdtype(labels.dtype, np.floating)
-    if target == "wt":
-        # Float labels come from files saved as float; >= 0.5 rounds them like integers.
-        return labels >= 0.5 if floating else labels > 0
     if floating:
-        labels = np.rint(labels)
+        labels = np.rint(labels)  # float files of whole numbers: round like integers
+    if target == "wt":
+        check_label_values(labels, ANY_BRATS_LABEL, None, convention)
+        return labels > 0
     foreign = _FOREIGN_LABEL[convention]
     if np.any(labels == foreign):
         other = CONVENTIONS[1 - CONVENTIONS.index(convention)]
@@ -82,6 +85,7 @@ def binary_target(labels: np.ndarray, target: str = "wt", convention: str = "bra
             f"(its enhancing tumour is {_TARGET_LABELS[('et', convention)][0]}).",
             f"these look like {other} labels: use label convention {other!r}.",
         )
+    check_label_values(labels, CONVENTION_LABELS[convention], None, convention)
     wanted = _TARGET_LABELS[(target, convention)]
     mask = labels == wanted[0]
     for value in wanted[1:]:
@@ -313,6 +317,7 @@ def iter_dataset_areas(
 
             volume = load_volume(labels, label=True)
             labels, spacing = volume.data, tuple(volume.spacing)
+            del volume  # else it keeps this label alive while the next one loads
         try:
             mask = binary_target(labels, target, conv)
             areas = slice_areas(mask, axis=axis, spacing=spacing, unit=unit)

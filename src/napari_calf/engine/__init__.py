@@ -10,6 +10,7 @@ from .._lazy import lazy_face
 
 _EXPORTS = {
     "iter_train": "training", "train": "training", "resume_config": "training",
+    "plan_resume": "training", "ResumePlan": "training", "MODALITY_ALIASES": "channels",
     "TrainResult": "training_events",
     "build_model": "models", "load_run": "inference", "Prediction": "inference",
     "iter_predict_volume": "inference", "predict_volume": "inference",

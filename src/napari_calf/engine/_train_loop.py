@@ -1,31 +1,26 @@
 """The resumable training loop behind :func:`napari_calf.engine.training.iter_train`.
 
-Position in the run (epoch, batch, global step), best metric, history and every RNG
-live here and go into ``state.safetensors`` + ``state.json``; weights go into
-``last.safetensors`` (and ``model.safetensors`` when validation Dice improves). The
-shuffling of an epoch is a function of (seed, epoch), so a resumed run sees exactly the
-batches the uninterrupted one would have.
+How resume points are committed and restored is in :mod:`._train_state`. The shuffling
+of an epoch is a function of (seed, epoch), so a resumed run sees exactly the batches the
+uninterrupted one would have: bit-identical on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .augment import AugmentSettings, augment_batch
 from .batches import BatchFeeder, epoch_batches
-from .checkpoints import BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, save_training_state
-from .checkpoints import save_weights, write_csv_atomic
+from .checkpoints import BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, STATE_TENSORS, write_csv_atomic
 from ..config import RunConfig
-from ..errors import CalfTrainingError
+from ..errors import CalfCheckpointError, CalfTrainingError
 from ..events import StopCallback
+from ._train_state import ResumePoints
 from .training_data import PreparedData
 from .training_events import EpochEnd, TrainNotice, TrainResult, TrainStarted, TrainStep
 from .validation import bucket_edges, describe_edges, validate
@@ -34,7 +29,7 @@ from .validation import bucket_edges, describe_edges, validate
 CUDA_SYNC_EVERY = 20
 
 
-class TrainLoop:
+class TrainLoop(ResumePoints):
     """One run's model, optimiser, schedule and position; :meth:`run` is the generator."""
 
     def __init__(self, config: RunConfig, run_dir: Path, model: Any, model_info: dict[str, Any],
@@ -44,12 +39,16 @@ class TrainLoop:
 
         from ..calf import losses
         from .devices import configure_for_speed, select_device
-        from .run_card import load_state_into, new_card, preprocessing_info
+        from .run_card import load_state_checked, new_card, preprocessing_info
+        from .run_schema import check_state
 
         self.config = config
         t = config.train
         self.run_dir = run_dir
         self.data = data
+        self.batches_per_epoch = len(epoch_batches(len(data.train), t.batch_size, t.seed, 1))
+        if state is not None:  # every value checked before any is used
+            check_state(state, run_dir / STATE_TENSORS, batches_per_epoch=self.batches_per_epoch)
         self.device, self.device_reason = select_device(t.device)
         self.notes = list(notes) + configure_for_speed(self.device)
         self.cuda = self.device.type == "cuda"
@@ -64,7 +63,7 @@ class TrainLoop:
         # step for Unet-resnet18 on 96×128 slices); MPS gains nothing from it
         self.channels_last = self.device.type in ("cuda", "cpu")
         if state is not None:
-            load_state_into(model, run_dir / LAST_WEIGHTS, what=str(run_dir / LAST_WEIGHTS))
+            load_state_checked(model, state["model"], what=f"{run_dir / STATE_TENSORS} (model)")
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -78,7 +77,6 @@ class TrainLoop:
         self.loss_info = describe() if callable(describe) else {"name": t.loss}
         self.transform = str(self.loss_info.get("transform") or t.loss)
 
-        self.batches_per_epoch = len(epoch_batches(len(data.train), t.batch_size, t.seed, 1))
         self.batch_size = min(t.batch_size, len(data.train))
         self.total_steps = t.epochs * self.batches_per_epoch
         warmup = int(round(t.warmup_fraction * self.total_steps))
@@ -104,6 +102,7 @@ class TrainLoop:
         self.epoch_loss = [0.0, 0]  # sum, count of synced step losses this epoch
         self.micro = 1
         self.stopped_early = False
+        self.generation = self.best_generation = None  # see ResumePoints
         if state is not None:
             self._restore(state)
             self.notes.append(f"resumed at epoch {self.epoch}, batch {self.batch + 1}")
@@ -114,7 +113,8 @@ class TrainLoop:
             "data": data.summary(),
             "model": model_info,
             "loss": self.loss_info,
-            "preprocessing": preprocessing_info(config, data.train.modalities),
+            "preprocessing": preprocessing_info(config, data.train.modalities,
+                                                data.split.train[0].channel_names),
             "augmentation": AugmentSettings().__dict__ if t.augment else None,
             "size_buckets": describe_edges(self.edges, "px"),
             "device": {"name": str(self.device), "reason": self.device_reason,
@@ -124,51 +124,7 @@ class TrainLoop:
                          "steps_per_epoch": self.batches_per_epoch, "decay": "cosine"},
         })
 
-    # ------------------------------------------------------------------ state
-
-    def _restore(self, s: dict[str, Any]) -> None:
-        import torch
-
-        self.optimizer.load_state_dict(s["optimizer"])
-        self.scheduler.load_state_dict(s["scheduler"])
-        self.epoch, self.batch, self.step = int(s["epoch"]), int(s["batch"]), int(s["step"])
-        self.best_dice, self.best_epoch = s["best_dice"], s["best_epoch"]
-        self.since_best = int(s["since_best"])
-        self.history = list(s["history"])
-        self.epoch_loss = list(s["epoch_loss"])
-        rng = s["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        np.random.set_state((rng["numpy"][0], np.asarray(rng["numpy"][1], dtype=np.uint32),
-                             *rng["numpy"][2:]))
-        self.aug_gen.set_state(rng["augment"].to(self.aug_gen.get_state().device))
-        if self.cuda and rng.get("cuda") is not None:
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-
-    def _state(self) -> dict[str, Any]:
-        import torch
-
-        np_state = np.random.get_state()
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "best_dice": self.best_dice, "best_epoch": self.best_epoch,
-            "since_best": self.since_best, "history": self.history,
-            "epoch_loss": list(self.epoch_loss),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.cuda else None,
-                "python": random.getstate(),
-                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-                "augment": self.aug_gen.get_state().cpu(),
-            },
-        }
-
-    def _save_resume_point(self, status: str) -> None:
-        save_weights(self.model, self.run_dir / LAST_WEIGHTS)
-        save_training_state(self.run_dir, self._state())
-        self._write_card(status)
+    # ------------------------------------------------------------------ card
 
     def _write_card(self, status: str, error: str | None = None) -> None:
         from .run_card import write_run_card
@@ -251,8 +207,6 @@ class TrainLoop:
     # ------------------------------------------------------------------ the run
 
     def run(self, stop: StopCallback | None) -> Generator[Any, None, TrainResult]:
-        import torch
-
         t = self.config.train
         d = self.data
         yield TrainStarted(
@@ -265,7 +219,29 @@ class TrainLoop:
             selection=d.selection.to_dict(), filtering=d.filter_summary,
             model=self.card["model"], notes=tuple(self.notes),
         )
-        self._write_card("running")
+        try:
+            self._repair_copies()
+            self._write_card("running")
+            stopped_by_user = yield from self._epochs(stop)
+            if stopped_by_user:
+                self._save_resume_point("stopped")
+            else:
+                self._write_card("early-stopped" if self.stopped_early else "finished")
+        except CalfCheckpointError as exc:  # a full disk, an unwritable file: say so in the card
+            self._mark_failed(exc)
+            raise
+        return TrainResult(
+            run_dir=self.run_dir, best_dice=self.best_dice, best_epoch=self.best_epoch,
+            epochs_done=self.epoch - 1, steps_done=self.step, stopped_early=self.stopped_early,
+            stopped_by_user=stopped_by_user, history=tuple(self.history),
+        )
+
+    def _epochs(self, stop: StopCallback | None) -> Generator[Any, None, bool]:
+        """The epochs still to do; returns True when the user stopped the run."""
+        import torch
+
+        t = self.config.train
+        d = self.data
         dev = self.device
         run_start_step = self.step
         t_start = time.monotonic()
@@ -328,15 +304,7 @@ class TrainLoop:
             with contextlib.suppress(Exception):
                 self._save_resume_point("stopped")
             raise
-        if stopped_by_user:
-            self._save_resume_point("stopped")
-        else:
-            self._write_card("early-stopped" if self.stopped_early else "finished")
-        return TrainResult(
-            run_dir=self.run_dir, best_dice=self.best_dice, best_epoch=self.best_epoch,
-            epochs_done=self.epoch - 1, steps_done=self.step, stopped_early=self.stopped_early,
-            stopped_by_user=stopped_by_user, history=tuple(self.history),
-        )
+        return stopped_by_user
 
     def _end_epoch(self, train_seconds: float) -> EpochEnd:
         t = self.config.train
@@ -347,7 +315,6 @@ class TrainLoop:
         improved = self.best_dice is None or res.dice > self.best_dice
         if improved:
             self.best_dice, self.best_epoch, self.since_best = res.dice, self.epoch, 0
-            save_weights(self.model, self.run_dir / BEST_WEIGHTS)
         else:
             self.since_best += 1
         train_loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
@@ -371,5 +338,5 @@ class TrainLoop:
         self.batch = 0
         self.epoch_loss = [0.0, 0]
         write_csv_atomic(self.run_dir / HISTORY, self.history)
-        self._save_resume_point("running")
+        self._save_resume_point("running", improved=improved)
         return event

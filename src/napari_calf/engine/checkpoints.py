@@ -2,12 +2,20 @@
 
 A run folder holds::
 
+    state.safetensors   the resume point (see resume_file): weights, optimizer, scheduler,
+                        RNGs, position, history in ONE file, replaced atomically as a whole
     model.safetensors   best weights (by validation Dice)
-    last.safetensors    weights after the last finished step (for resume)
+    last.safetensors    weights of the resume point, for people and --init
     run.json            the run card: config, data summary, selection, history, versions
     history.csv         one row per epoch
-    state.safetensors   optimizer / scheduler / RNG tensors (for resume)
-    state.json          the rest of that state, with pointers into state.safetensors
+    .napari-calf.lock   held (OS lock) while a process trains into the folder
+
+A resume reads only ``state.safetensors``. Each commit of it carries a new generation
+token, also written into the metadata of ``last.safetensors`` and (when it improved)
+``model.safetensors`` after the commit, so a resume sees and rewrites a copy that a
+kill left behind (see ``_train_state``). Every file is written to a temporary name and
+moved into place; a full disk or another write error is a :class:`CalfCheckpointError`
+naming the file, and leaves the previous file whole.
 
 Nothing here unpickles: weights and state are read with ``safetensors`` after checking
 the file really is one, so a ``torch.save`` pickle (which can run arbitrary code when
@@ -19,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
+import math
 import os
 import shutil
 import struct
@@ -28,8 +38,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CalfCheckpointError, CalfConfigError, CalfFileExistsError
-from ..io.files import _umask, atomic_path, write_text_atomic  # noqa: F401 (re-exported)
+from ..errors import CalfCheckpointError, CalfError, CalfFileExistsError, CalfInputError
+from ..io.files import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -39,8 +49,10 @@ LAST_WEIGHTS = "last.safetensors"
 RUN_CARD = "run.json"
 HISTORY = "history.csv"
 STATE_TENSORS = "state.safetensors"
-STATE_JSON = "state.json"
-#: Files a run writes; ``overwrite`` removes exactly these, never anything else of the user's.
+STATE_JSON = "state.json"  # written by napari-calf before 0.2; removed with --overwrite
+LOCK_FILE = ".napari-calf.lock"
+#: Files a run writes; ``overwrite`` removes exactly these, never anything else of the user's
+#: (nor the lock file, which another process may be holding).
 RUN_FILES = (BEST_WEIGHTS, LAST_WEIGHTS, RUN_CARD, HISTORY, STATE_TENSORS, STATE_JSON)
 
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
@@ -49,9 +61,56 @@ _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 # --------------------------------------------------------------------------- atomic writes
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; the old file stays whole if this fails.
+
+    Raises
+    ------
+    CalfCheckpointError
+        The disk is full (or over quota): the message names the file, the megabytes it
+        needs and the fix; or another OS error while writing, named likewise.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except CalfFileExistsError:
+        raise
+    except CalfInputError as exc:
+        # io.files names a folder that cannot take the file; the OSError it came from
+        # (kept as the context) tells a full disk, which run files explain their own way
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError) and not isinstance(cause, CalfError):
+            raise write_error(path, cause, len(data)) from None
+        raise CalfCheckpointError(str(exc)) from None
+    except CalfError:
+        raise
+    except OSError as exc:
+        raise write_error(path, exc, len(data)) from None
+    return path
+
+
+def write_error(path: Path, exc: OSError, nbytes: int) -> CalfCheckpointError:
+    """The user's version of an OS error met while writing ``path`` (``nbytes`` long)."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        mb = max(1, math.ceil(nbytes / 1e6))
+        return CalfCheckpointError(
+            f"{path}: no space left on device writing it ({mb} MB); the previous version of "
+            f"the file is kept. Fix: free at least {mb} MB on that disk, or choose another "
+            "--out; a training stopped by this continues from its last good resume point "
+            "with `napari-calf train --resume RUN`."
+        )
+    return CalfCheckpointError(
+        f"{path}: cannot be written ({exc.strerror or exc}); the previous version of the file "
+        "is kept. Fix: check the folder's permissions and the disk, or choose another --out; "
+        "a training stopped by this continues with `napari-calf train --resume RUN`."
+    )
+
+
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable))
+    """Write ``data`` as indented JSON, atomically (errors as in :func:`write_bytes_atomic`)."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=_jsonable)
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -78,6 +137,11 @@ def read_json(path: str | Path) -> Any:
             f"{path}: not valid JSON ({exc}); the file is damaged or not from napari-calf. "
             "Fix: use another run folder, or train again."
         ) from None
+    except RecursionError:
+        raise CalfCheckpointError(
+            f"{path}: its JSON is nested too deeply to be a napari-calf file; it is damaged "
+            "or was edited. Fix: use another run folder, or train again."
+        ) from None
 
 
 def write_csv_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:
@@ -90,7 +154,7 @@ def write_csv_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    return write_text_atomic(path, buf.getvalue())
+    return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
 
 
 def _csv_value(value: Any) -> Any:
@@ -126,20 +190,20 @@ def check_safetensors(path: str | Path) -> Path:
         head = fh.read(9)
     size = path.stat().st_size
     kind = None
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        kind = "a Python pickle / torch.save archive"
-    elif len(head) < 9:
-        kind = "too short to be a checkpoint"
-    else:
-        (n,) = struct.unpack("<Q", head[:8])
-        if head[8:9] != b"{" or n > _MAX_HEADER:
-            kind = "not a safetensors file"
-        elif n > size - 8:
+    n = struct.unpack("<Q", head[:8])[0] if len(head) >= 9 else 0
+    # the safetensors shape is tested first: its 8-byte header length may well start with
+    # the byte 0x80 that also opens a pickle
+    if len(head) >= 9 and head[8:9] == b"{" and n <= _MAX_HEADER:
+        if n > size - 8:
             raise CalfCheckpointError(
                 f"{path}: the safetensors file is damaged (truncated: its header alone claims "
                 f"{n} bytes, the file has {size}). Fix: use another checkpoint (e.g. "
                 f"{LAST_WEIGHTS} in the same run folder) or train again."
             )
+    elif head[:1] == b"\x80" or head[:2] == b"PK":
+        kind = "a Python pickle / torch.save archive"
+    else:
+        kind = "too short to be a checkpoint" if len(head) < 9 else "not a safetensors file"
     if kind is not None:
         raise CalfCheckpointError(
             f"{path}: refused to load: it is {kind}. napari-calf loads weights only from "
@@ -148,6 +212,20 @@ def check_safetensors(path: str | Path) -> Path:
             "or convert trusted weights yourself with safetensors.torch.save_file."
         )
     return path
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, read from its header only; ``{}`` when
+    the file is missing, damaged or has none (callers treat that as "unknown")."""
+    try:
+        path = check_safetensors(path)
+        with Path(path).open("rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+    except (CalfCheckpointError, OSError, ValueError, RecursionError, struct.error):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def resolve_weights(path: str | Path, *, which: str = BEST_WEIGHTS) -> Path:
@@ -176,19 +254,27 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def save_weights(
     state: Mapping[str, torch.Tensor] | Any, path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write a model's (or a state dict's) tensors to ``path`` atomically as safetensors."""
-    from safetensors.torch import save_file
+    """Write a model's (or a state dict's) tensors to ``path`` atomically as safetensors.
+
+    Serialised in memory and written by Python, so a full disk is an ``OSError`` with its
+    errno (safetensors' own writer reports it as an opaque ``SafetensorError``), turned
+    into a :class:`CalfCheckpointError` by :func:`write_bytes_atomic`.
+    """
+    from safetensors.torch import save
 
     if hasattr(state, "state_dict"):
         state = state.state_dict()
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    tensors = cpu_unshared({k: v for k, v in state.items()})
+    return write_bytes_atomic(path, save(tensors, metadata=metadata))
+
+
+def cpu_unshared(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     # safetensors refuses tensors sharing memory; copies are cheap at checkpoint time
     shared = _shared_ptrs(tensors)
     if shared:
         tensors = {k: (v.clone() if v.data_ptr() in shared else v) for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return Path(path)
+    return tensors
 
 
 def _shared_ptrs(tensors: Mapping[str, torch.Tensor]) -> set[int]:
@@ -202,91 +288,14 @@ def _shared_ptrs(tensors: Mapping[str, torch.Tensor]) -> set[int]:
     return shared
 
 
-# --------------------------------------------------------------------------- training state
-
-
-def _flatten(obj: Any, prefix: str, tensors: dict[str, Any]) -> Any:
-    """Split a nested state into JSON-able structure + tensors keyed by their path."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        key = prefix or "root"
-        tensors[key] = obj.detach().to("cpu").contiguous()
-        return {"__tensor__": key}
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
-            return {k: _flatten(v, f"{prefix}/{k}", tensors) for k, v in obj.items()}
-        return {"__items__": [[k, _flatten(v, f"{prefix}/{k}", tensors)] for k, v in obj.items()]}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar
-        return obj.item()
-    raise CalfConfigError(
-        f"Cannot store training state entry {prefix!r} of type {type(obj).__name__} safely."
-    )
-
-
-def _unflatten(obj: Any, tensors: Mapping[str, Any]) -> Any:
-    if isinstance(obj, dict):
-        if set(obj) == {"__tensor__"}:
-            return tensors[obj["__tensor__"]]
-        if set(obj) == {"__items__"}:
-            return {k: _unflatten(v, tensors) for k, v in obj["__items__"]}
-        if set(obj) == {"__tuple__"}:
-            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
-        return {k: _unflatten(v, tensors) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_unflatten(v, tensors) for v in obj]
-    return obj
-
-
-def save_training_state(run_dir: str | Path, state: dict[str, Any]) -> None:
-    """Write resume state: tensors to ``state.safetensors``, the rest to ``state.json``.
-
-    The JSON is written last; :func:`load_training_state` checks both belong together
-    (a token shared by the two files), so a crash between the writes is detected.
-    """
-    from safetensors.torch import save_file
-
-    run_dir = Path(run_dir)
-    tensors: dict[str, Any] = {}
-    structure = _flatten(state, "", tensors)
-    token = os.urandom(8).hex()
-    with atomic_path(run_dir / STATE_TENSORS) as tmp:
-        save_file(tensors, str(tmp), metadata={"token": token})
-    write_json_atomic(run_dir / STATE_JSON, {"token": token, "state": structure})
-
-
-def load_training_state(run_dir: str | Path) -> dict[str, Any]:
-    """Read what :func:`save_training_state` wrote (no unpickling)."""
-    from safetensors import safe_open
-
-    run_dir = Path(run_dir)
-    meta = read_json(run_dir / STATE_JSON)
-    path = check_safetensors(run_dir / STATE_TENSORS)
-    tensors: dict[str, Any] = {}
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        token = (fh.metadata() or {}).get("token")
-        for key in fh.keys():
-            tensors[key] = fh.get_tensor(key)
-    if not isinstance(meta, dict) or token != meta.get("token"):
-        raise CalfCheckpointError(
-            f"{run_dir}: {STATE_JSON} and {STATE_TENSORS} do not belong together (a save was "
-            "interrupted). Fix: start a new run with --init on this folder's weights instead "
-            "of resuming."
-        )
-    return _unflatten(meta["state"], tensors)
-
-
 # --------------------------------------------------------------------------- run folders
 
 
 def read_run_card(run_dir: str | Path) -> dict[str, Any]:
-    """The run card of a run folder (or of the folder holding a weights file)."""
+    """The run card of a run folder (or of the folder holding a weights file), with the
+    values inference and resume use checked (:func:`.run_schema.check_run_card`)."""
+    from .run_schema import check_run_card
+
     run_dir = Path(run_dir).expanduser()
     if run_dir.is_file():
         run_dir = run_dir.parent
@@ -296,7 +305,30 @@ def read_run_card(run_dir: str | Path) -> dict[str, Any]:
             f"{run_dir / RUN_CARD}: not a napari-calf run card (no 'config'). "
             "Fix: point to a folder made by `napari-calf train`."
         )
-    return card
+    return check_run_card(card, run_dir / RUN_CARD)
+
+
+def run_files_present(folder: Path) -> bool:
+    """True when ``folder`` holds anything but the lock file."""
+    return any(p.name != LOCK_FILE for p in folder.iterdir())
+
+
+def check_run_dir_free(out_dir: str | Path, *, overwrite: bool) -> Path:
+    """Refuse, touching nothing, an ``out_dir`` that is a file, or holds files without
+    ``overwrite``.
+
+    Raises
+    ------
+    CalfCheckpointError, CalfFileExistsError
+    """
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CalfCheckpointError(
+            f"{out_dir}: exists and is a file, not a folder. Fix: choose another --out."
+        )
+    if out_dir.is_dir() and run_files_present(out_dir) and not overwrite:
+        raise CalfFileExistsError(out_dir)
+    return out_dir
 
 
 def prepare_run_dir(out_dir: str | Path, *, overwrite: bool, need_bytes: int) -> Path:
@@ -312,14 +344,8 @@ def prepare_run_dir(out_dir: str | Path, *, overwrite: bool, need_bytes: int) ->
     CalfCheckpointError
         The folder cannot be created or written, or the disk lacks ``need_bytes``.
     """
-    out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CalfCheckpointError(
-            f"{out_dir}: exists and is a file, not a folder. Fix: choose another --out."
-        )
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise CalfFileExistsError(out_dir)
+    out_dir = check_run_dir_free(out_dir, overwrite=overwrite)
+    if out_dir.is_dir() and run_files_present(out_dir):
         for name in RUN_FILES:
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / name).unlink()

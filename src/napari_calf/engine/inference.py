@@ -13,7 +13,7 @@ cropping happen there, and the result comes back in one copy.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ class LoadedRun:
 
     model: Any
     card: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None  # the run card it came from, named in errors
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -45,13 +46,20 @@ class LoadedRun:
     def modalities(self) -> list[str]:
         return list(self.preprocessing.get("modalities") or [])
 
+    @property
+    def channel_names(self) -> dict[str, str]:
+        """Human names of the run's channels where its dataset gave them (nnU-Net)."""
+        return dict(self.preprocessing.get("channel_names") or {})
+
 
 def load_run(run: str | Path) -> LoadedRun:
     """Load a run folder (or its ``model.safetensors``) for prediction. Never unpickles."""
     from .run_card import load_run_model
 
     model, card = load_run_model(run)
-    return LoadedRun(model=model, card=card)
+    folder = Path(run).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    return LoadedRun(model=model, card=card, source=folder / "run.json")
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,40 +128,19 @@ class Prediction:
 # --------------------------------------------------------------------------- inputs
 
 
-def _order_modalities(given: Mapping[str, Any], wanted: Sequence[str], where: Any) -> list[Any]:
-    """Values of ``given`` in the run's modality order (by name, or by position if the
-    names differ but the count matches, e.g. BraTS names vs nnU-Net channel numbers)."""
-    if wanted and set(wanted) <= set(given):
-        return [given[m] for m in wanted]
-    if wanted and len(given) != len(wanted):
-        raise CalfInputError(
-            where,
-            f"has {len(given)} modalities ({', '.join(given)}), but the model was trained on "
-            f"{len(wanted)} ({', '.join(wanted)}).",
-            "give the same modalities the model was trained with.",
-        )
-    return list(given.values())
+def _load_inputs(case_or_arrays: Any, run: LoadedRun,
+                 channel_order: str) -> tuple[list[np.ndarray], Volume | None, str]:
+    """(canonical 3D arrays in channel order, reference volume, case id) for any input form.
 
-
-def _files_to_modalities(paths: Sequence[Path], wanted: Sequence[str]) -> dict[str, Path]:
-    """Name NIfTI files by the run's modality suffix (``…_t1ce.nii.gz`` → ``t1ce``)."""
-    from ..io._nifti import nifti_stem
-
-    named: dict[str, Path] = {}
-    for p in paths:
-        stem = nifti_stem(p).lower()
-        # longest matching suffix wins, so "_t1ce" is not taken for "_t1"
-        match = max((m for m in wanted if stem.endswith(f"_{m.lower()}") or stem == m.lower()),
-                    key=len, default=None)
-        named[match or f"file{len(named)}"] = Path(p)
-    return named
-
-
-def _load_inputs(case_or_arrays: Any, wanted: Sequence[str]) -> tuple[list[np.ndarray], Volume | None, str]:
-    """(canonical 3D arrays in channel order, reference volume, case id) for any input form."""
+    Inputs reach the run's channels by name (:func:`.channels.match_channels`); only an
+    unnamed (C, X, Y, Z) array is taken as it is, its maker having ordered it.
+    """
     from ..io.discovery import Case, LoadedCase, discover_cases, load_case
     from ..io._nifti import is_nifti_path
     from ..io.volumes import load_volume
+    from .channels import files_by_token, match_channels
+
+    wanted, wanted_names = run.modalities, run.channel_names
 
     obj = case_or_arrays
     if isinstance(obj, (str, Path)):
@@ -169,6 +156,20 @@ def _load_inputs(case_or_arrays: Any, wanted: Sequence[str]) -> tuple[list[np.nd
         elif is_nifti_path(path):
             vol = load_volume(path, label=False)
             if vol.data.ndim == 4:
+                if wanted and channel_order != "positional":
+                    raise CalfInputError(
+                        path,
+                        f"is one 4D file: its {vol.data.shape[-1]} channels carry no names to "
+                        f"match to the run's ({', '.join(wanted)}).",
+                        "give one file per modality (named after it), or, if the channels "
+                        "are in that order, ask for it with --channel-order positional "
+                        "(channel_order='positional' in Python).",
+                    )
+                if wanted and vol.data.shape[-1] != len(wanted):
+                    raise CalfInputError(
+                        path, f"has {vol.data.shape[-1]} channels, but the model was trained "
+                        f"on {len(wanted)} ({', '.join(wanted)}).",
+                        "give the same modalities the model was trained with.")
                 arrays = [vol.data[..., i] for i in range(vol.data.shape[-1])]
                 return arrays, _first_channel_volume(vol), path.name
             obj = [path]
@@ -178,11 +179,17 @@ def _load_inputs(case_or_arrays: Any, wanted: Sequence[str]) -> tuple[list[np.nd
     if isinstance(obj, Case):
         obj = load_case(obj)
     if isinstance(obj, LoadedCase):
-        vols = _order_modalities(obj.images, wanted, obj.case.folder)
+        shown = {m: p.name for m, p in obj.case.images.items()}
+        vols = match_channels(obj.images, wanted, given_names=obj.case.channel_names,
+                              wanted_names=wanted_names, channel_order=channel_order,
+                              where=obj.case.folder, describe=shown)
         return [v.data for v in vols], vols[0], obj.case.case_id
     if isinstance(obj, (list, tuple)) and obj and all(isinstance(p, (str, Path)) for p in obj):
-        named = _files_to_modalities([Path(p) for p in obj], wanted)
-        vols = [load_volume(p, label=False) for p in _order_modalities(named, wanted, obj[0])]
+        files, names, shown = files_by_token([Path(p).expanduser() for p in obj])
+        ordered = match_channels(files, wanted, given_names=names, wanted_names=wanted_names,
+                                 channel_order=channel_order, where=Path(obj[0]).parent,
+                                 describe=shown)
+        vols = [load_volume(p, label=False) for p in ordered]
         from ..io.discovery import _check_same_grid
 
         for v in vols[1:]:
@@ -191,7 +198,8 @@ def _load_inputs(case_or_arrays: Any, wanted: Sequence[str]) -> tuple[list[np.nd
     if isinstance(obj, Mapping):
         from ..io.volumes import Volume
 
-        values = _order_modalities(obj, wanted, None)
+        values = match_channels({str(k): v for k, v in obj.items()}, wanted,
+                                wanted_names=wanted_names, channel_order=channel_order)
         arrays = [np.asarray(v.data if isinstance(v, Volume) else v, dtype=np.float32)
                   for v in values]
         return arrays, values[0] if isinstance(values[0], Volume) else None, "arrays"
@@ -219,6 +227,7 @@ def iter_predict_volume(
     batch_size: int = 16,
     device: str = "auto",
     threshold: float = 0.5,
+    channel_order: str = "names",
 ) -> Generator[Progress, None, Prediction]:
     """Predict every axial slice of one case; yields ``Progress("predict", …)`` per batch.
 
@@ -229,18 +238,31 @@ def iter_predict_volume(
         (defaults: clip 5, padding to 32).
     case_or_arrays
         A case folder, NIfTI file(s), an ``io.Case``/``LoadedCase``, a dict
-        modality → canonical array/Volume, or a (C, X, Y, Z) canonical array.
+        modality → canonical array/Volume, or a (C, X, Y, Z) canonical array (taken as
+        being in the run's modality order).
     batch_size : int
         Slices per forward pass.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` …
     threshold : float
         Probability above which a voxel is labelled foreground.
+    channel_order : {"names", "positional"}
+        ``"names"`` (default) matches files and modalities to the run's channels by name,
+        with the aliases of :data:`.channels.MODALITY_ALIASES`, and refuses inputs it
+        cannot match; ``"positional"`` takes them in the order given (and a 4D file's
+        channels in their order).
 
     Returns
     -------
     Prediction
         Slices without any brain (all channels zero) are given probability 0 unseen.
+
+    Raises
+    ------
+    CalfInputError
+        Inputs that cannot be matched to the run's channels (named in the message).
+    CalfCheckpointError
+        A run card with invalid preprocessing values (e.g. a non-finite clip).
     """
     import torch
 
@@ -252,8 +274,12 @@ def iter_predict_volume(
     )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CalfConfigError(f"batch_size={batch_size!r} must be a positive integer.")
-    pre = run.preprocessing
-    arrays, reference, case_id = _load_inputs(case_or_arrays, run.modalities)
+    from .channels import check_channel_order
+    from .run_schema import check_preprocessing
+
+    pre = check_preprocessing(run.preprocessing, run.source)
+    check_channel_order(channel_order)
+    arrays, reference, case_id = _load_inputs(case_or_arrays, run, channel_order)
     stack = stack_modalities({str(i): a for i, a in enumerate(arrays)}, float(pre.get("clip", 5.0)))
     c, nx, ny, nz = stack.shape
     pad = padding_for((nx, ny), int(pre.get("pad_multiple", 32)))

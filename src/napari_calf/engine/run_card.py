@@ -54,8 +54,13 @@ def model_info(config: RunConfig, in_channels: int, n_params: int) -> dict[str, 
     }
 
 
-def preprocessing_info(config: RunConfig, modalities: tuple[str, ...]) -> dict[str, Any]:
-    """How slices were made; inference applies exactly this."""
+def preprocessing_info(config: RunConfig, modalities: tuple[str, ...],
+                       channel_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """How slices were made; inference applies exactly this.
+
+    ``channel_names`` (nnU-Net ``dataset.json``: ``"0001" -> "T1Gd"``) lets inference match
+    another dataset's channels to these by name rather than by number.
+    """
     d = config.data
     return {
         "orientation": "canonical RAS (nibabel.as_closest_canonical)",
@@ -65,6 +70,8 @@ def preprocessing_info(config: RunConfig, modalities: tuple[str, ...]) -> dict[s
         "pad_multiple": d.pad_multiple,
         "padding": "centred, zeros",
         "modalities": list(modalities),
+        "channel_names": {m: str(channel_names[m]) for m in modalities
+                          if channel_names and m in channel_names},
         "target": d.target,
     }
 
@@ -120,7 +127,39 @@ def load_run_model(run_dir: str | Path, *, which: str = BEST_WEIGHTS) -> tuple[n
 
 def load_state_into(model: nn.Module, path: str | Path, *, what: str) -> None:
     """Load safetensors weights into ``model``, refusing any mismatch with a clear message."""
-    state = load_weights(path)
+    load_state_checked(model, load_weights(path), what=what)
+
+
+def load_state_checked(model: nn.Module, state: dict[str, Any], *, what: str) -> None:
+    """Load a state dict into ``model`` after checking every value is usable.
+
+    Raises
+    ------
+    CalfCheckpointError
+        A tensor the network holds in floating point is stored otherwise (``int8`` …) or
+        holds NaN/infinite values (named), or the tensors do not fit the network.
+    """
+    import torch
+
+    expected = model.state_dict()
+    for name, tensor in state.items():
+        ref = expected.get(name)
+        if ref is None or not ref.is_floating_point():
+            continue  # unknown names are reported by the strict load; integer buffers are counts
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            dtype = str(getattr(tensor, "dtype", type(tensor).__name__)).replace("torch.", "")
+            raise CalfCheckpointError(
+                f"{what}: tensor {name} is stored as {dtype}, but the network holds it in "
+                "floating point; converted this way it would predict nonsense. Fix: use the "
+                "floating-point weights napari-calf wrote (e.g. another copy of the run)."
+            )
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise CalfCheckpointError(
+                f"{what}: tensor {name} holds {bad} NaN or infinite value(s) of "
+                f"{tensor.numel()}; a network with them predicts nothing useful. Fix: use "
+                "another checkpoint (an earlier run, or last.safetensors) or train again."
+            )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -8,6 +8,7 @@ problem and the fix. Public names are re-exported by :mod:`napari_calf.io.volume
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -75,13 +76,15 @@ def open_nifti(path: Path):  # -> nibabel.Nifti1Image | Nifti2Image
         klass = nib.Nifti1Image if 348 in sizes else nib.Nifti2Image if 540 in sizes else None
         if klass is not None:
             try:
-                return klass.from_bytes(raw)
+                img = klass.from_bytes(raw)
             except Exception as exc:  # nibabel's header errors have no common base class
                 raise CalfInputError(
                     path,
                     f"has a damaged NIfTI header ({type(exc).__name__}: {exc}).",
                     "copy the file again, or re-export it from the program that made it.",
                 ) from exc
+            check_claimed_size(img, path, len(raw), compressed=True)
+            return img
         raise CalfInputError(
             path,
             "could not be read as NIfTI: it is gzip-compressed but holds no NIfTI-1/2 header.",
@@ -102,7 +105,29 @@ def open_nifti(path: Path):  # -> nibabel.Nifti1Image | Nifti2Image
             f"is a {type(img).__name__}, not a NIfTI-1/2 image.",
             "convert it to NIfTI (.nii or .nii.gz).",
         )
+    check_claimed_size(img, path, path.stat().st_size, compressed=False)
     return img
+
+
+def check_claimed_size(img, path: Path, available: int, *, compressed: bool) -> None:
+    """Refuse a header that claims more voxel bytes than the file holds, before anything is
+    allocated for them: reading would reserve the claimed size (gigabytes for a damaged
+    4 KB file) only to fail, or die with a MemoryError that names no file."""
+    header = img.header
+    shape = tuple(int(n) for n in header.get_data_shape())
+    dtype = header.get_data_dtype()
+    offset = int(header.get_data_offset())
+    need = math.prod(shape) * dtype.itemsize
+    have = max(0, available - offset)
+    if need > have:
+        raise CalfInputError(
+            path,
+            f"is damaged: its header claims a {shape} image of {dtype} ({need:,} bytes of "
+            f"voxels from byte {offset}), but the file holds only {have:,} bytes of voxels"
+            f"{' once decompressed' if compressed else ''}.",
+            "the file is truncated or its header is damaged: copy or download it again, "
+            "or re-export it from the program that made it.",
+        )
 
 
 def read_array(img, path: Path, dtype: type | None) -> np.ndarray:

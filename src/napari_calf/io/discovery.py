@@ -30,6 +30,7 @@ from pathlib import Path
 from ..errors import CalfInputError
 from .volumes import AFFINE_ATOL_MM, MODALITIES_2021, MODALITIES_2023, Volume, load_volume
 from ._nifti import is_nifti_path, nifti_stem
+from .labels import ANY_BRATS_LABEL, check_label_values
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +390,7 @@ def load_case(case: Case, *, require_label: bool = False) -> LoadedCase:
     ------
     CalfInputError
         Any file unreadable (see :func:`~napari_calf.io.load_volume`), a missing label
-        when ``require_label``, or files that differ in shape or affine (by more than
+        when ``require_label``, label values no BraTS convention uses, or files that differ in shape or affine (by more than
         1e-3 mm): the message names both files.
     """
     if require_label and case.label is None:
@@ -400,6 +401,10 @@ def load_case(case: Case, *, require_label: bool = False) -> LoadedCase:
         )
     images = {m: load_volume(p, label=False) for m, p in case.images.items()}
     label = load_volume(case.label, label=True) if case.label is not None else None
+    if label is not None:
+        # Values outside every BraTS convention would be counted as tumour (or dropped)
+        # downstream without a word; the target's own check (tc/et) is stricter.
+        check_label_values(label.data, ANY_BRATS_LABEL, case.label, case.label_convention)
     volumes = list(images.values()) + ([label] if label is not None else [])
     for other in volumes[1:]:
         _check_same_grid(volumes[0], other)

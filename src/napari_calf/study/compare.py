@@ -27,16 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.checkpoints import BEST_WEIGHTS, RUN_CARD, STATE_JSON, read_json, write_json_atomic
+from ..engine.checkpoints import BEST_WEIGHTS, RUN_CARD, STATE_TENSORS, read_json
+from ..engine.checkpoints import run_files_present, write_json_atomic
 from ..config import RunConfig
 from ..errors import CalfCheckpointError, CalfConfigError, CalfError, CalfInputError
 from ..events import Progress, StopCallback
+from .run_health import FINISHED, run_damage, weights_damage
 
 __all__ = [
     "STUDY_JSON", "RUNS_DIR", "EVALUATIONS_DIR", "LOGS_DIR", "FINISHED",
     "PlannedRun", "StudyPlan", "RunRecord", "StudyRunEvent",
     "run_name", "parse_run_name", "plan_study", "run_status", "check_run_matches",
-    "iter_run_study", "find_runs", "iter_collect", "config_differences", "sort_records",
+    "iter_run_study", "find_runs", "weights_damage", "iter_collect", "config_differences", "sort_records",
     "write_study_json", "read_study_json",
 ]
 
@@ -44,8 +46,6 @@ STUDY_JSON = "study.json"
 RUNS_DIR = "runs"
 EVALUATIONS_DIR = "evaluations"
 LOGS_DIR = "logs"
-#: Run-card statuses of a run that needs no more training.
-FINISHED = ("finished", "early-stopped")
 _NAME = re.compile(r"^(?P<arch>[^_]+(?:_[^_]+)*)__(?P<loss>[^_]+(?:_[^_]+)*)__seed(?P<seed>\d+)$")
 #: Settings that may differ between a run and the study's plan without changing results.
 _IGNORED = {"out_dir", "overwrite", "resume", "train.device", "data.cache_dir", "data.store",
@@ -110,6 +110,7 @@ def plan_study(study_dir: str | Path, base: RunConfig, *, losses: Sequence[str],
     """
     from ..calf.losses import LOSS_NAMES
     from ..engine.models import canonical_arch
+    from ..engine.training import absolute_paths
 
     losses, archs, seeds = tuple(losses), tuple(a.lower() for a in archs), tuple(int(s) for s in seeds)
     for what, values in (("--losses", losses), ("--archs", archs), ("seeds", seeds)):
@@ -126,7 +127,8 @@ def plan_study(study_dir: str | Path, base: RunConfig, *, losses: Sequence[str],
         canonical_arch(arch)  # raises with the valid names
     study_dir = Path(study_dir).expanduser().resolve()
     data_dir = Path(base.data.data_dir).expanduser().resolve()
-    base = base.replace(data=dataclasses.replace(base.data, data_dir=str(data_dir)))
+    # the same absolute paths the engine records in each run card, so they compare equal
+    base = absolute_paths(base.replace(data=dataclasses.replace(base.data, data_dir=str(data_dir))))
     runs = []
     for seed in seeds:
         for arch in archs:
@@ -156,7 +158,7 @@ def run_status(run_dir: str | Path) -> str:
         ``"restart"`` (started but nothing to resume from: start again in place).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+    if not run_dir.is_dir() or not run_files_present(run_dir):
         return "missing"
     if not (run_dir / RUN_CARD).is_file():
         return "restart"
@@ -164,9 +166,12 @@ def run_status(run_dir: str | Path) -> str:
         card = read_json(run_dir / RUN_CARD)
     except CalfCheckpointError:
         return "restart"
+    if not isinstance(card, dict):
+        return "restart"
     if card.get("status") in FINISHED and (run_dir / BEST_WEIGHTS).is_file():
-        return "finished"
-    return "resumable" if (run_dir / STATE_JSON).is_file() else "restart"
+        # finished, but weights that cannot be loaded are trained again, not skipped
+        return "finished" if weights_damage(run_dir) is None else "restart"
+    return "resumable" if (run_dir / STATE_TENSORS).is_file() else "restart"
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -256,7 +261,8 @@ def iter_run_study(plan: StudyPlan, *, device: str | None = None,
             yield StudyRunEvent(i, total, run.name, "skip", "finished earlier")
             continue
         if status == "resumable":
-            config = resume_config(run.run_dir, device=device)
+            # the plan's data: the study may have been moved since the run was stopped
+            config = resume_config(run.run_dir, device=device, data_dir=run.config.data.data_dir)
             action = "resume"
         else:
             config = run.config.replace(overwrite=status == "restart")
@@ -308,7 +314,11 @@ class RunRecord:
 
 
 def find_runs(study_dir: str | Path) -> tuple[list[tuple[str, Path, dict[str, Any]]], list[str]]:
-    """Run folders of a study: (finished runs as (name, folder, card), notes on the rest)."""
+    """Run folders of a study: (finished runs as (name, folder, card), notes on the rest).
+
+    A damaged run (unreadable card, weights that cannot be loaded) is listed in the notes
+    with what is wrong; it never stops the others from being reported.
+    """
     root = Path(study_dir) / RUNS_DIR
     if not root.is_dir():
         raise CalfInputError(study_dir, f"has no {RUNS_DIR}/ folder, so it is not a study "
@@ -322,7 +332,10 @@ def find_runs(study_dir: str | Path) -> tuple[list[tuple[str, Path, dict[str, An
             continue
         status = run_status(folder)
         if status != "finished":
-            notes.append(f"{folder.name}: not finished ({status}), left out of the report")
+            why = run_damage(folder) if (folder / RUN_CARD).is_file() else None
+            notes.append(f"{folder.name}: damaged ({why}); left out of the report, and trained "
+                         "again when the study's compare command is rerun" if why else
+                         f"{folder.name}: not finished ({status}), left out of the report")
             continue
         finished.append((folder.name, folder, read_json(folder / RUN_CARD)))
     return finished, notes
@@ -388,7 +401,8 @@ def iter_collect(
             cache = eval_dir / f"{name}.truth.json"
         evaluation = None
         if cache.is_file():
-            with contextlib.suppress(CalfCheckpointError, KeyError, TypeError, ValueError):
+            with contextlib.suppress(CalfCheckpointError, KeyError, TypeError, ValueError,
+                                     AttributeError):
                 stored = read_json(cache)
                 if stored.get("key") == key:
                     evaluation = RunEvaluation.from_dict(stored["evaluation"])
@@ -400,10 +414,18 @@ def iter_collect(
                                      "on its validation cases.",
                                      "pass the dataset folder with --data DATA.")
             val = list(((card.get("data") or {}).get("split") or {}).get("val") or [])
-            evaluation = yield from iter_evaluate_run(folder, data, case_ids=val or None,
-                                                      batch_size=batch_size, device=device,
-                                                      labels_from=labels_from,
-                                                      require_labels_from=labels_from is not None)
+            try:
+                evaluation = yield from iter_evaluate_run(folder, data, case_ids=val or None,
+                                                          batch_size=batch_size, device=device,
+                                                          labels_from=labels_from,
+                                                          require_labels_from=labels_from is not None)
+            except CalfError as exc:
+                # one run that cannot be evaluated (weights that do not fit, a case gone)
+                # is listed; the others are still reported
+                notes.append(f"{name}: could not be evaluated, left out of the report "
+                             f"({exc})")
+                yield Progress("collect", i, len(found), f"{name} (failed)")
+                continue
             eval_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(cache, {"run": name, "key": key,
                                       "evaluation": evaluation.to_dict()})

@@ -18,6 +18,25 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _lesion_note(summary: dict[str, Any]) -> str:
+    """What the lesion-wise columns mean, naming the region and the HD95 convention."""
+    runs = summary.get("per_run") or []
+    regions = ", ".join(f"`{r}`" for r in dict.fromkeys(str(x.get("lesion_region")) for x in runs))
+    conventions = ", ".join(f"`{c}`" for c in dict.fromkeys(str(x.get("hd95_convention"))
+                                                            for x in runs))
+    return (
+        f"Lesion-wise columns follow the BraTS 2023 rules for the runs' target region "
+        f"({regions}; a binary prediction has no other region to score): each ground-truth "
+        "lesion (a 26-connected component; nearby ones merged, tiny ones ignored) and each "
+        "false-positive component counts once, a missed or false lesion scoring Dice 0 and "
+        "HD95 374 mm, so a model that finds the big tumour but misses or invents small "
+        "lesions pays for each. Lesion F1 is the detection F1 of the lesions summed over a "
+        f"run's validation cases. HD95 convention: {conventions} (an empty prediction of a "
+        "tumour case scores the image diagonal under `monai`, 374 mm under `brats`). "
+        "Definitions: `definitions` in summary.json."
+    )
+
+
 def readme_text(summary: dict[str, Any], records: Sequence[Any], table: str) -> str:
     """Markdown text of ``STUDY/README.md``."""
     info = summary.get("study") or {}
@@ -82,24 +101,34 @@ def readme_text(summary: dict[str, Any], records: Sequence[Any], table: str) -> 
         "whose validation cases have no slice in a bucket is left out of that bucket's mean "
         "(no ± when only one seed remains; — when none).",
         "",
+        _lesion_note(summary),
+        "",
         "## Paired comparison",
         "",
-        "| architecture | comparison | metric | pairs | mean diff | 95% CI | Wilcoxon p |",
+        "| architecture | comparison | metric | pairs (cases) | mean diff | 95% CI | Wilcoxon p |",
         "|---|---|---|---|---|---|---|",
     ]
+    boot = summary.get("bootstrap") or {}
     for p in summary.get("paired") or []:
         ci = ("—" if p["ci_low"] is None else f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]")
         pv = _fmt(p["p_wilcoxon"], 3) if p["p_wilcoxon"] is not None else (p["p_note"] or "—")
         md = "—" if p["mean_diff"] is None else f"{p['mean_diff']:+.3f}"
+        n = str(p["n_pairs"]) + ("" if p.get("n_cases") is None else f" ({p['n_cases']})")
         lines.append(f"| {p['arch']} | {p['reference']} − {p['other']} | {p['metric']} | "
-                     f"{p['n_pairs']} | {md} | {ci} | {pv} |")
+                     f"{n} | {md} | {ci} | {pv} |")
     lines += ["", "In words:", ""]
     lines += [f"- {p['arch']}: {p['verdict']}" for p in summary.get("paired") or []]
     lines += [
         "",
-        "Read with care: pairs are (seed, validation case); slice-level pairs of small ROIs "
-        "are not independent (slices of one case are correlated), so their p-values are "
-        "optimistic. A handful of cases and seeds can only show large differences.",
+        "How the numbers were computed: each difference is reference − other over the "
+        "same pairs, (seed, validation case) for the case metrics and (seed, case, slice) "
+        "for the Dice of small ROIs. The 95% interval is a percentile bootstrap "
+        f"(scipy.stats.bootstrap, {boot.get('n_resamples', '?')} resamples, seed "
+        f"{boot.get('seed', '?')}) resampling validation cases with all their pairs (a "
+        "cluster bootstrap: slices of a case, and a case seen under several seeds, are "
+        "correlated, so cases are the independent units); the Wilcoxon signed-rank test runs "
+        "on one mean difference per case for the same reason. A handful of cases and seeds "
+        "can only show large differences.",
         "",
     ]
     if summary.get("plots"):

@@ -5,7 +5,8 @@ Input: the :class:`~napari_calf.study.compare.RunRecord` list from :func:`study.
 
 - ``summary.csv`` / ``summary.json``: per loss × architecture, validation Dice, IoU,
   HD95 and the false-positive rate on tumour-free slices, mean ± sd over seeds, overall
-  and per ROI-size bucket; the CALF selection of each seed's training split.
+  and per ROI-size bucket; BraTS-2023 lesion-wise Dice and HD95 and the lesion detection
+  F1 of the runs' target region; the CALF selection of each seed's training split.
 - paired comparison of the reference loss (CALF) against each other loss over the same
   validation cases and seeds: mean difference, seeded bootstrap 95 % interval, Wilcoxon
   signed-rank p-value, and a sentence saying whether it stands out from noise.
@@ -16,7 +17,6 @@ Input: the :class:`~napari_calf.study.compare.RunRecord` list from :func:`study.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,16 @@ import numpy as np
 from ..engine.checkpoints import write_csv_atomic, write_json_atomic
 from ..io.files import write_text_atomic
 from ..calf.metrics import SIZE_BUCKETS
+from .paired_stats import bootstrap_ci, paired_test, wilcoxon_p
+from .report_files import claim_outputs, record_outputs
 
 __all__ = ["run_metrics", "summarise", "paired_test", "paired_comparisons", "bootstrap_ci",
            "wilcoxon_p", "write_report", "SUMMARY_METRICS"]
 
 #: Columns of the summary, each reported as ``<name>_mean`` and ``<name>_sd`` over seeds.
 SUMMARY_METRICS = ("dice", "iou", "hd95_mm", "fp_rate_empty",
-                   *(f"dice_{b}" for b in SIZE_BUCKETS))
+                   *(f"dice_{b}" for b in SIZE_BUCKETS),
+                   "lesion_dice", "lesion_hd95_mm", "lesion_f1")
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -42,7 +45,10 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def run_metrics(record: Any, thresholds: Sequence[float] | None = None) -> dict[str, Any]:
     """One run's validation numbers: case means of Dice/IoU/HD95, the pooled FP rate on
-    tumour-free slices, and mean per-slice Dice per ROI-size bucket."""
+    tumour-free slices, mean per-slice Dice per ROI-size bucket, case means of the
+    lesion-wise Dice/HD95 and the lesion detection F1 of the summed TP/FP/FN."""
+    from .evaluation import pooled_lesion_counts
+
     ev = record.evaluation
     cases = ev.cases
     n_empty = sum(int(c.get("empty_slices") or 0) for c in cases)
@@ -57,6 +63,16 @@ def run_metrics(record: Any, thresholds: Sequence[float] | None = None) -> dict[
         "fp_rate_empty": n_fp / n_empty if n_empty else None,
         "bucket_thresholds": buckets["thresholds"],
     }
+    # pooled like the FP rate: a case with nothing to find and nothing found would
+    # otherwise count as a perfect F1 of 1
+    counts = pooled_lesion_counts(cases)
+    out.update({
+        "lesion_dice": _mean([c.get("lesion_dice") for c in cases]),
+        "lesion_hd95_mm": _mean([c.get("lesion_hd95_mm") for c in cases]),
+        "lesion_f1": counts["f1"],
+        "lesion_tp": counts["tp"], "lesion_fp": counts["fp"], "lesion_fn": counts["fn"],
+        "lesion_region": ev.target, "hd95_convention": ev.hd95_convention,
+    })
     for b in SIZE_BUCKETS:
         out[f"dice_{b}"] = buckets[b]["mean"]
         out[f"n_{b}"] = buckets[b]["n"]
@@ -108,76 +124,7 @@ def summarise(records: Sequence[Any], thresholds: Sequence[float] | None = None)
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def bootstrap_ci(diffs: Sequence[float], *, n_resamples: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``diffs`` (pairs resampled, seeded)."""
-    d = np.asarray(diffs, dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(n_resamples, d.size))
-    means = d[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
-def wilcoxon_p(diffs: Sequence[float]) -> tuple[float | None, str | None]:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences.
-
-    Returns
-    -------
-    (p, None), or (None, reason) when the test is not computable: fewer than 3 pairs,
-    every difference zero, or scipy refusing the input.
-    """
-    from scipy import stats
-
-    d = np.asarray(diffs, dtype=float)
-    if d.size < 3:
-        return None, f"not computable: only {d.size} pair(s) (the test needs at least 3)"
-    if np.all(d == 0):
-        return None, "not computable: every paired difference is exactly zero"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = stats.wilcoxon(d)
-    except ValueError as exc:
-        return None, f"not computable: {exc}"
-    p = float(res.pvalue)
-    if not math.isfinite(p):
-        return None, "not computable: scipy returned no p-value for these differences"
-    return p, None
-
-
-def paired_test(diffs: Sequence[float], *, reference: str, other: str, metric: str,
-                n_resamples: int = 2000, seed: int = 0, higher_is_better: bool = True) -> dict[str, Any]:
-    """Mean difference (reference − other), bootstrap interval, Wilcoxon p and a verdict."""
-    d = np.asarray(diffs, dtype=float)
-    d = d[np.isfinite(d)]
-    out: dict[str, Any] = {"reference": reference, "other": other, "metric": metric,
-                           "n_pairs": int(d.size), "mean_diff": None, "ci_low": None,
-                           "ci_high": None, "p_wilcoxon": None, "p_note": None}
-    if d.size == 0:
-        out["verdict"] = "no pairs to compare (the two losses share no evaluated case)"
-        return out
-    out["mean_diff"] = float(d.mean())
-    lo, hi = bootstrap_ci(d, n_resamples=n_resamples, seed=seed)
-    out["ci_low"], out["ci_high"] = lo, hi
-    p, note = wilcoxon_p(d)
-    out["p_wilcoxon"], out["p_note"] = p, note
-    p_text = f"p = {p:.3g}" if p is not None else f"Wilcoxon {note}"
-    ci_text = f"mean difference {d.mean():+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], {p_text}"
-    if (lo <= 0 <= hi) or p is None or p >= 0.05:
-        why = ("the interval contains 0" if lo <= 0 <= hi else
-               "the p-value is not below 0.05" if p is not None else "no test was possible")
-        out["distinguishable"] = False
-        out["verdict"] = (f"{reference} vs {other} ({metric}): not distinguishable from noise "
-                          f"({why}; {ci_text}).")
-    else:
-        better = (d.mean() > 0) == higher_is_better
-        out["distinguishable"] = True
-        out["verdict"] = (f"{reference} is {'better' if better else 'worse'} than {other} on "
-                          f"{metric} ({ci_text}).")
-    return out
+# bootstrap_ci, wilcoxon_p and paired_test live in .paired_stats (re-exported here).
 
 
 def _case_values(record: Any, key: str) -> dict[tuple[int, str], float]:
@@ -203,10 +150,11 @@ def paired_comparisons(records: Sequence[Any], *, reference: str = "calf",
                        seed: int = 0) -> list[dict[str, Any]]:
     """Reference loss against every other loss, per architecture, over shared pairs.
 
-    Pairs are (seed, validation case) for case Dice and HD95, and (seed, case, slice)
-    for the Dice of small ROIs (slices of one case are not independent: read the
-    case-level result first). When ``reference`` is not among the losses, the first
-    loss is the reference.
+    Pairs are (seed, validation case) for case Dice, HD95 and lesion-wise Dice, and
+    (seed, case, slice) for the Dice of small ROIs. Pairs of one case (its slices, and the
+    same case under several seeds) are not independent, so every comparison resamples cases
+    with all their pairs (:func:`paired_stats.bootstrap_ci` with the case ids as clusters).
+    When ``reference`` is not among the losses, the first loss is the reference.
     """
     losses = list(dict.fromkeys(r.loss for r in records))
     if not losses:
@@ -226,13 +174,15 @@ def paired_comparisons(records: Sequence[Any], *, reference: str = "calf",
                 ("case Dice", lambda r: _case_values(r, "dice"), True),
                 ("case HD95 (mm)", lambda r: _case_values(r, "hd95_mm"), False),
                 ("slice Dice, small ROIs", lambda r: _small_slice_values(r, thresholds), True),
+                ("case lesion-wise Dice", lambda r: _case_values(r, "lesion_dice"), True),
             ):
                 a = {k: v for r in by_loss[reference] for k, v in getter(r).items()}
                 b = {k: v for r in by_loss[other] for k, v in getter(r).items()}
                 keys = sorted(set(a) & set(b))
                 diffs = [a[k] - b[k] for k in keys]
                 res = paired_test(diffs, reference=reference, other=other, metric=metric,
-                                  n_resamples=n_resamples, seed=seed, higher_is_better=better)
+                                  clusters=[k[1] for k in keys], n_resamples=n_resamples,
+                                  seed=seed, higher_is_better=better)
                 res["arch"] = arch
                 res["seeds"] = sorted({k[0] for k in keys})
                 out.append(res)
@@ -256,25 +206,32 @@ def _pm(row: dict[str, Any], m: str, digits: int = 3) -> str:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The summary as a Markdown table (mean ± sd over seeds)."""
     head = ("| architecture | loss | seeds | Dice | IoU | HD95 (mm) | FP rate, tumour-free slices "
-            "| Dice small | Dice medium | Dice large |")
-    lines = [head, "|" + "---|" * 10]
+            "| Dice small | Dice medium | Dice large | lesion-wise Dice | lesion-wise HD95 (mm) "
+            "| lesion F1 |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(f"| {r['arch']} | {r['loss']} | {r['n_seeds']} | {_pm(r, 'dice')} | "
                      f"{_pm(r, 'iou')} | {_pm(r, 'hd95_mm', 1)} | {_pm(r, 'fp_rate_empty')} | "
-                     f"{_pm(r, 'dice_small')} | {_pm(r, 'dice_medium')} | {_pm(r, 'dice_large')} |")
+                     f"{_pm(r, 'dice_small')} | {_pm(r, 'dice_medium')} | {_pm(r, 'dice_large')} | "
+                     f"{_pm(r, 'lesion_dice')} | {_pm(r, 'lesion_hd95_mm', 1)} | "
+                     f"{_pm(r, 'lesion_f1')} |")
     return "\n".join(lines)
 
 
 def write_report(study_dir: str | Path, records: Sequence[Any], *, notes: Sequence[str] = (),
                  thresholds: Sequence[float] | None = None, info: dict[str, Any] | None = None,
                  reference: str = "calf", n_resamples: int = 2000, seed: int = 0,
-                 plots: bool = True) -> dict[str, Any]:
+                 plots: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Write summary.csv/.json, the plots and README.md into ``study_dir``; return the summary.
+
+    Only the study's own outputs are replaced (:mod:`.report_files`); with ``overwrite``
+    any file of those names is.
 
     Raises
     ------
     CalfInputError
-        No finished run to report on.
+        No finished run to report on, or an output exists that the study did not write
+        (or that was edited since), checked before anything is written.
     """
     from ..errors import CalfInputError
     from .readme import readme_text
@@ -285,6 +242,10 @@ def write_report(study_dir: str | Path, records: Sequence[Any], *, notes: Sequen
                              + (f" ({'; '.join(notes[:3])})" if notes else "") + ".",
                              "let the runs finish (rerun `napari-calf compare` to resume them) "
                              "or run the plan's commands, then --collect again.")
+    outputs = ["summary.csv", "paired.csv", "summary.json", "README.md"]
+    if plots:
+        outputs += ["plots/dice_by_size.png", "plots/dice_vs_size.png"]
+    claim_outputs(study_dir, outputs, overwrite=overwrite)
     summary = summarise(records, thresholds)
     summary["paired"] = paired_comparisons(records, reference=reference, thresholds=thresholds,
                                            n_resamples=n_resamples, seed=seed)
@@ -298,9 +259,14 @@ def write_report(study_dir: str | Path, records: Sequence[Any], *, notes: Sequen
         "dice_<bucket>": "mean per-slice Dice of validation slices whose ground-truth area is "
                          "in the bucket (tertiles of the seed's training split unless "
                          "--bucket-thresholds), then mean ± sd over seeds",
-        "paired": "reference − other over the same (seed, case) pairs; bootstrap 95% interval "
-                  f"({n_resamples} resamples, seed {seed}); Wilcoxon signed-rank (scipy)",
+        "paired": "reference − other over the same (seed, case) or (seed, case, slice) "
+                  "pairs; percentile bootstrap 95% interval (scipy.stats.bootstrap, "
+                  f"{n_resamples} resamples, seed {seed}) resampling validation cases with "
+                  "all their pairs; Wilcoxon signed-rank (scipy) on per-case mean differences",
+        **_lesion_definitions(records),
     }
+    summary["bootstrap"] = {"n_resamples": n_resamples, "seed": seed, "method": "percentile",
+                            "resampled_unit": "validation case (all its pairs)"}
     files = {"summary_csv": study_dir / "summary.csv", "summary_json": study_dir / "summary.json",
              "paired_csv": study_dir / "paired.csv", "readme": study_dir / "README.md"}
     write_csv_atomic(files["summary_csv"], summary["rows"])
@@ -319,7 +285,29 @@ def write_report(study_dir: str | Path, records: Sequence[Any], *, notes: Sequen
     summary["files"] = {k: str(v) for k, v in files.items()}
     write_json_atomic(files["summary_json"], _clean(summary))
     write_text_atomic(files["readme"], readme_text(summary, records, markdown_table(summary["rows"])))
+    record_outputs(study_dir, outputs)
     return summary
+
+
+def _lesion_definitions(records: Sequence[Any]) -> dict[str, str]:
+    evs = [r.evaluation for r in records]
+    regions = ", ".join(dict.fromkeys(str(e.target) for e in evs))
+    conventions = ", ".join(dict.fromkeys(str(e.hd95_convention) for e in evs))
+    settings = evs[0].lesion_settings
+    return {
+        "hd95 convention": f"{conventions} (whole-case and lesion-wise HD95; an empty "
+                           "prediction of a tumour case scores the image diagonal under monai, "
+                           "374 mm under brats)",
+        "lesion_dice, lesion_hd95_mm": (
+            f"BraTS 2023 lesion-wise scores of the runs' target region ({regions}; a binary "
+            "prediction has no other region): per case the mean over ground-truth lesions "
+            f"(> {settings.get('min_volume_mm3', 50):g} mm³, merged within "
+            f"{settings.get('dilation_voxels', 3)} voxels of dilation) and false-positive "
+            "components, a missed or false lesion scoring Dice 0 and HD95 374 mm; mean over "
+            "the validation cases, then mean ± sd over seeds"),
+        "lesion_f1": "lesion detection F1 = 2TP / (2TP + FP + FN) of the TP/FP/FN lesions "
+                     "summed over the run's validation cases, then mean ± sd over seeds",
+    }
 
 
 def _clean(obj: Any) -> Any:
