@@ -27,8 +27,8 @@ def main() -> None:
     p.add_argument("data", type=Path)
     p.add_argument("audit", type=Path)
     args = p.parse_args()
-    from napari_calf.audit.accept import suggest_correction
     from napari_calf.audit.predictions import load_prediction
+    from napari_calf.audit.review import load_audit_folder, suggest_label
     from napari_calf.audit.scoring import match_injected, signed_surface_distance
     from napari_calf.calf.metrics import dice
     from napari_calf.io.volumes import load_volume
@@ -74,7 +74,8 @@ def main() -> None:
     if not record.is_file():
         return
     decisions = json.loads(record.read_text())["decisions"]
-    by_id = {r["id"]: r for r in rows}
+    review = load_audit_folder(audit)
+    by_id = {item.id: item for item in review.issues}
     before, after, agree = [], [], {}
     for cid in sorted({d["case_id"] for d in decisions}):
         t, label = truth(cid) > 0, noisy(cid)
@@ -83,9 +84,10 @@ def main() -> None:
         after.append(dice(fixed > 0, t))
         prob, _ = load_prediction(audit, cid, label.shape)
         for d in (d for d in decisions if d["case_id"] == cid):
-            new = suggest_correction(by_id[d["issue_id"]], label, prob)
+            item = by_id[d["issue_id"]]
+            new = suggest_label(item, label, prob, confident=review.confident)
             changed = new != label
-            counts = agree.setdefault(by_id[d["issue_id"]]["kind"], [0, 0])
+            counts = agree.setdefault(item.kind, [0, 0])
             counts[0] += int(((new > 0) == t)[changed].sum())
             counts[1] += int(changed.sum())
             label = new

@@ -1,11 +1,10 @@
-"""Audit rows, truth scoring and accepted suggestions on hand-made issues (no training)."""
+"""Audit rows and truth scoring on hand-made issues (no training)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_calf.audit.accept import suggest_correction
 from napari_calf.audit.report import issue_rows, truth_report
 from napari_calf.audit.scoring import AuditIssue
 
@@ -57,43 +56,3 @@ def test_truth_report_counts_the_top_k_per_kind_and_the_bias_error() -> None:
     bias = report["systematic_bias"]
     assert bias["injected_mm"] == 2.0 and bias["error_mm"] == pytest.approx(-0.4)
     assert bias["detected_as_systematic"] is True and bias["n_cases_dilated"] == 1
-
-
-def _case() -> tuple[np.ndarray, np.ndarray]:
-    label = np.zeros((12, 12, 4), np.uint8)
-    label[2:6, 2:6, 1:3] = 2
-    label[3:5, 3:5, 1:3] = 1  # a core inside the lesion
-    label[9:11, 9:11, 0] = 2  # a blob the models do not see
-    prob = np.zeros(label.shape, np.float32)
-    prob[2:6, 2:6, 0:3] = 0.9  # the models see the lesion one slice lower too
-    return label, prob
-
-
-def test_suggestions_change_only_what_the_issue_is_about() -> None:
-    label, prob = _case()
-    spurious = suggest_correction({"kind": "spurious", "bbox": [[9, 11], [9, 11], [0, 1]]},
-                                  label, prob)
-    expected = label.copy()
-    expected[9:11, 9:11, 0] = 0
-    assert np.array_equal(spurious, expected)
-
-    missed = suggest_correction({"kind": "slice-gap", "bbox": [[2, 6], [2, 6], [0, 1]]},
-                                label, prob, new_value=2)
-    expected = label.copy()
-    expected[2:6, 2:6, 0] = 2
-    assert np.array_equal(missed, expected)
-
-    wide = label.copy()
-    wide[1:7, 1:7, 1:3][wide[1:7, 1:7, 1:3] == 0] = 2  # drawn one voxel too wide
-    narrowed = suggest_correction({"kind": "too-large", "bbox": [[1, 7], [1, 7], [1, 3]]},
-                                  wide, prob)
-    assert np.array_equal(narrowed, label)  # the core (1) is kept where both agree
-
-    small = label.copy()
-    small[2:6, 2:6, 1:3] = np.where(label[2:6, 2:6, 1:3] == 1, 1, 0)
-    grown = suggest_correction({"kind": "too-small", "bbox": [[3, 5], [3, 5], [1, 3]]},
-                               small, prob, new_value=2)
-    assert np.array_equal(grown[..., 1:3], label[..., 1:3])  # the 2-voxel margin reaches the rim
-    expected = label[..., 0].copy()
-    expected[2:6, 2:6] = 2  # the grown box reaches slice 0, where the models see tumour too
-    assert np.array_equal(grown[..., 0], expected)  # and the blob beyond the box is untouched
