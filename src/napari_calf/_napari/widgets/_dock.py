@@ -29,11 +29,25 @@ DOCK_HEIGHT = 520
 
 
 class _ScrollArea(QScrollArea):
+    """Scrolls up and down freely; never narrower than its contents (no sideways scrolling).
+
+    The height it asks for is small, so stacked docks fit any screen; the width is what
+    the contents need (at most :data:`DOCK_WIDTH`), so a dock opened in a small window
+    is not squeezed into a strip that has to be scrolled sideways.
+    """
+
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(DOCK_WIDTH, DOCK_HEIGHT)
+        return QSize(max(DOCK_WIDTH, self._content_width()), DOCK_HEIGHT)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(160, 120)
+        return QSize(min(self._content_width(), DOCK_WIDTH), 120)
+
+    def _content_width(self) -> int:
+        content = self.widget()
+        if content is None:
+            return 160
+        scrollbar = self.verticalScrollBar().sizeHint().width()
+        return content.minimumSizeHint().width() + scrollbar + 2 * self.frameWidth()
 
 
 def scrollable(owner: QWidget) -> QWidget:

@@ -67,7 +67,7 @@ EDIT_SETTLE_MS = 400
 POOR_DICE = 0.5
 
 METRIC_NAMES = (("dice", "Dice"), ("iou", "IoU"), ("precision", "Precision"),
-                ("recall", "Recall"), ("hd95_mm", "HD95 (mm)"))
+                ("recall", "Recall"), ("hd95_mm", "HD95\n(mm)"))  # two lines: a narrow dock
 
 
 def _predict(run_dir: Path, images: list[np.ndarray]):
@@ -157,9 +157,11 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         for i, (key, title) in enumerate(METRIC_NAMES):
             value = QLabel("–")
             value.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            value.setStyleSheet("font-size: 14pt; font-weight: bold;")
+            value.setStyleSheet("font-size: 13pt; font-weight: bold;")
             self.metric_labels[key] = value
-            grid.addWidget(QLabel(title), 0, i, Qt.AlignmentFlag.AlignCenter)
+            heading = QLabel(title)
+            heading.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            grid.addWidget(heading, 0, i, Qt.AlignmentFlag.AlignCenter | Qt.AlignmentFlag.AlignBottom)
             grid.addWidget(value, 1, i)
         self.counts_label = QLabel(legend_html(None))
         self.counts_label.setWordWrap(True)
