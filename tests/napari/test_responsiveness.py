@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from conftest import MAX_GAP_S
 
 ANALYSIS = ("napari-calf", "Imbalance analysis (CALF)")
@@ -108,7 +110,8 @@ def test_gui_heartbeat_during_predict_and_review(
     before = widget.review
     start = heartbeat.now()
     index = widget.review.rows[0].index
-    truth.data_setitem((slice(index, index + 1), slice(None), slice(None)), 0)
+    ys, xs = np.nonzero(np.asarray(truth.data[index]))  # erase that slice, as a brush would
+    truth.data_setitem((np.full(ys.shape, index), ys, xs), 0)
     qtbot.waitUntil(lambda: widget.review is not before and widget._review_worker is None
                     and widget.scatter.is_current(), timeout=60_000)
     edit_gap = heartbeat.report("the review after a ground-truth edit", start, heartbeat.now())

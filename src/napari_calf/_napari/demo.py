@@ -89,8 +89,13 @@ def show_tumour_slice(viewer: Any, labels_name: str) -> int | None:
     return index
 
 
+#: The main job's docks, which the demo opens tabbed; the others (annotation review,
+#: sample dataset) are one click away in the Plugins menu, so the window keeps its room.
+MAIN_JOB_WIDGETS = ("Imbalance analysis (CALF)", "Fine-tune (CALF)", "Review predictions (CALF)")
+
+
 def dock_plugin_widgets(viewer: Any, widgets_out: dict[str, Any] | None = None) -> list[Any]:
-    """Dock every widget the manifest declares, tabbed; returns the dock widgets.
+    """Dock the main job's widgets the manifest declares, tabbed; returns the dock widgets.
 
     ``widgets_out``, when given, receives each docked widget under its display name.
 
@@ -110,6 +115,8 @@ def dock_plugin_widgets(viewer: Any, widgets_out: dict[str, Any] | None = None) 
     docked: list[Any] = []
     for contribution in manifest.contributions.widgets or []:
         name = contribution.display_name
+        if name not in MAIN_JOB_WIDGETS:
+            continue
         try:
             widget = contribution.get_callable()(napari_viewer=viewer)
             # named as the Plugins menu names it: the menu then toggles this dock
