@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +38,7 @@ def main() -> None:
     p.add_argument("--encoder", default="resnet34")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args()
     device, why = select_device(args.device)
     configure_for_speed(device)
@@ -82,6 +85,12 @@ def main() -> None:
     print(f"bare forward   : {b:7.3f} s per case ({keep.size} slices)")
     print(f"predict_volume : {o:7.3f} s per case (incl. z-score, upload, padding, download)")
     print(f"ratio ours/bare: {o / b:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": str(device), "shape": [4, *shape], "slices": int(keep.size),
+            "arch": args.arch, "encoder": args.encoder, "batch_size": args.batch_size,
+            "bare_s": b, "ours_s": o, "ratio": o / b, "goal": "<= 1.5",
+        }, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

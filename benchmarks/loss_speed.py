@@ -17,9 +17,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +123,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,12 +136,31 @@ def main() -> int:
         print("CUDA is not available here; nothing timed.")
         return 1
     ok = True
+    figures: dict[str, dict] = {}
     for device in devices:
         timings = run(
             device, batch=args.batch, size=args.size, rounds=args.rounds, inner=args.inner
         )
         ok &= report(device, timings, args.batch, args.size)
+        figures[device.type] = ratios(timings)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "batch": [args.batch, 1, args.size, args.size], "rounds": args.rounds,
+            "devices": figures, "goal": f"<= {GOAL}",  # the median ratio of every transform
+            "ratio": max(f["worst_median_ratio"] for f in figures.values()),
+        }, indent=2) + "\n", encoding="utf-8")
     return 0 if ok else 1
+
+
+def ratios(timings: dict[str, tuple[float, float]]) -> dict:
+    """Median and fastest-round ratio of every loss to the peer (the first entry)."""
+    peer_name = next(iter(timings))
+    peer_median, peer_min = timings[peer_name]
+    per_loss = {name: {"median_ms": m * 1e3, "median_ratio": m / peer_median,
+                       "min_ratio": f / peer_min}
+                for name, (m, f) in timings.items() if name != peer_name}
+    return {"peer": peer_name, "peer_median_ms": peer_median * 1e3, "losses": per_loss,
+            "worst_median_ratio": max(v["median_ratio"] for v in per_loss.values())}
 
 
 if __name__ == "__main__":

@@ -7,21 +7,34 @@
     random slices of the same size, same model and batch.
 
 Prints images/s of each and the ratio ours/bare (CUDA goal: >= 0.95 for Unet-resnet34,
-batch 32, 4x256x256). On the CPU the default is a tiny configuration anyone can run:
+batch 32, 4x256x256). The two are run interleaved (bare, ours, bare, ours, ..., bare)
+and each run of ours is compared with the mean of the bare runs either side of it, so a
+machine that gets busier or quieter during the measurement slows both alike; the median
+of those ratios is reported with its spread. On the CPU the default is a tiny
+configuration anyone can run:
 
     python benchmarks/train_throughput.py                 # auto device
-    python benchmarks/train_throughput.py --device cpu --size 64 --batch-size 8
+    python benchmarks/train_throughput.py --device cpu --size 64 --batch-size 8 --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+
+def _clock(args) -> float:
+    """Seconds by the chosen clock: wall time, or this process's CPU time (``--clock cpu``,
+    steadier on a shared machine: other processes' load does not count)."""
+    return time.process_time() if args.clock == "cpu" else time.perf_counter()
 
 
 def _sync(device) -> None:
@@ -37,10 +50,12 @@ def bare_loop(args, device) -> float:
 
     torch.manual_seed(0)
     cuda = device.type == "cuda"
-    model = smp.create_model(args.arch, args.encoder, encoder_weights=None, in_channels=args.channels,
-                             classes=1, encoder_depth=args.depth,
-                             **({"decoder_channels": (256, 128, 64, 32, 16)[5 - args.depth:]}
-                                if args.depth != 5 else {})).to(device)
+    # the same smp call the trainer makes (build_model only adds checks, and for depths
+    # below 5 one decoder stage per encoder stage), so both sides train the same network
+    from napari_calf.engine.models import build_model
+
+    model = build_model(args.arch, args.encoder, args.channels,
+                        encoder_depth=args.depth).to(device)
     x = torch.randn(args.batch_size, args.channels, args.size, args.size, device=device)
     y = (torch.rand(args.batch_size, 1, args.size, args.size, device=device) > 0.9).float()
     # channels-last like the trainer (on the CPU too, where oneDNN is faster with it), so
@@ -63,14 +78,16 @@ def bare_loop(args, device) -> float:
     for _ in range(args.warmup):
         step()
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = _clock(args)
     for _ in range(args.steps):
         step()
     _sync(device)
-    return args.steps * args.batch_size / (time.perf_counter() - t0)
+    return args.steps * args.batch_size / (_clock(args) - t0)
 
 
-def our_loop(args, device) -> float:
+def our_loop(args, device, syncs: list[int] | None = None) -> float:
+    """Images/s of the trainer; on CUDA, ``syncs`` (if given) receives the number of
+    host-device synchronisations in the timed steps (torch's sync debug mode)."""
     from napari_calf.engine._train_loop import TrainLoop
     from napari_calf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from napari_calf.engine.data import CaseSplit
@@ -86,11 +103,16 @@ def our_loop(args, device) -> float:
 
     rng = np.random.default_rng(0)
     n = args.batch_size * (args.steps + args.warmup)
-    images = rng.normal(size=(n, args.channels, args.size, args.size)).astype(np.float16)
+    # 256 distinct random slices, repeated: the content does not change the work, and
+    # drawing n x 4 x 256 x 256 normals would take longer than the measurement
+    distinct = min(n, 256)
+    base = rng.standard_normal((distinct, args.channels, args.size, args.size),
+                               dtype=np.float32).astype(np.float16)
     yy, xx = np.mgrid[: args.size, : args.size]
-    radii = rng.gamma(2.0, args.size / 20, size=n)  # right-skewed blob sizes
-    targets = np.stack([((yy - args.size / 2) ** 2 + (xx - args.size / 2) ** 2) <= r * r
-                        for r in radii]).astype(np.uint8)
+    radii = rng.gamma(2.0, args.size / 20, size=distinct)  # right-skewed blob sizes
+    blobs = np.stack([((yy - args.size / 2) ** 2 + (xx - args.size / 2) ** 2) <= r * r
+                      for r in radii]).astype(np.uint8)
+    images, targets = base[np.arange(n) % distinct], blobs[np.arange(n) % distinct]
     train = SliceStore.from_arrays(images, targets)
     val = SliceStore.from_arrays(images[: args.batch_size], targets[: args.batch_size])
     stats = imbalance_stats(train.areas)
@@ -111,15 +133,24 @@ def our_loop(args, device) -> float:
         loop = TrainLoop(config, Path(tmp), model, model_info(config, args.channels,
                          count_parameters(model)), data, state=None, card_before=None, notes=[])
         t0 = None
-        for ev in loop.run(None):
-            if isinstance(ev, TrainStep):
-                if ev.step == args.warmup:
-                    _sync(device)
-                    t0 = time.perf_counter()
-                if ev.step == ev.total_steps:
-                    _sync(device)  # the last step of an epoch reads the loss back anyway
-                    elapsed = time.perf_counter() - t0
-                    break
+        count = syncs is not None and device.type == "cuda"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for ev in loop.run(None):
+                if isinstance(ev, TrainStep):
+                    if ev.step == args.warmup:
+                        _sync(device)
+                        t0 = _clock(args)
+                        if count:
+                            torch.cuda.set_sync_debug_mode("warn")
+                    if ev.step == ev.total_steps:
+                        if count:
+                            torch.cuda.set_sync_debug_mode("default")
+                        _sync(device)  # the last step of an epoch reads the loss back anyway
+                        elapsed = _clock(args) - t0
+                        break
+        if count:
+            syncs.append(sum("synchroniz" in str(w.message) for w in caught))
     return args.steps * args.batch_size / elapsed
 
 
@@ -139,6 +170,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 100 CUDA, 10 CPU)")
     p.add_argument("--warmup", type=int, default=20,
                    help="untimed steps first (20: a loss read-back point of the trainer on CUDA)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of ours, each between two bare runs (default 1)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time (default) or process CPU time (CPU device only)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args()
     device, why = select_device(args.device)
     cuda = device.type == "cuda"
@@ -149,16 +185,39 @@ def main() -> None:
     args.steps = args.steps or (100 if cuda else 10)
     if not cuda:
         args.warmup = min(args.warmup, 3)
+    if cuda and args.clock == "cpu":
+        p.error("--clock cpu measures host CPU time; on CUDA use the default wall clock")
     configure_for_speed(device)
-    print(f"device {device} ({why}); torch {torch.__version__}; {args.arch}-{args.encoder} "
+    print(f"device {device} ({why}), {torch.get_num_threads()} threads, {args.clock} clock; "
+          f"torch {torch.__version__}; {args.arch}-{args.encoder} "
           f"depth {args.depth}, batch {args.batch_size} x {args.channels}x{args.size}x{args.size}, "
           f"{args.steps} timed steps after {args.warmup} warm-up")
-    bare = bare_loop(args, device)
-    ours = our_loop(args, device)
-    bare2 = bare_loop(args, device)  # again, to show the noise of the measurement
-    print(f"bare smp loop      : {bare:8.1f} images/s (repeat: {bare2:.1f})")
-    print(f"napari-calf trainer: {ours:8.1f} images/s (CALF loss + augmentation + events)")
-    print(f"ratio ours/bare    : {ours / max(bare, bare2):.3f} (vs best bare run)")
+    bare = [bare_loop(args, device)]
+    ours: list[float] = []
+    syncs: list[int] = []
+    for i in range(max(1, args.repeats)):
+        ours.append(our_loop(args, device, syncs if i == 0 else None))
+        bare.append(bare_loop(args, device))
+    ratios = [o / ((b0 + b1) / 2) for o, b0, b1 in zip(ours, bare, bare[1:])]
+    ratio = statistics.median(ratios)
+    print(f"bare smp loop      : {statistics.median(bare):8.1f} images/s "
+          f"(runs: {', '.join(f'{b:.1f}' for b in bare)})")
+    print(f"napari-calf trainer: {statistics.median(ours):8.1f} images/s "
+          f"(runs: {', '.join(f'{o:.1f}' for o in ours)}; CALF loss + augmentation + events)")
+    print(f"ratio ours/bare    : {ratio:.3f} median of {len(ratios)} "
+          f"(spread {min(ratios):.3f} to {max(ratios):.3f})")
+    if syncs:
+        # the trainer reads the loss back every CUDA_SYNC_EVERY steps on purpose
+        print(f"host-device syncs  : {syncs[0]} in {args.steps} timed steps")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "cuda_syncs_in_timed_steps": syncs[0] if syncs else None,
+            "device": str(device), "arch": args.arch, "encoder": args.encoder,
+            "depth": args.depth, "batch": [args.batch_size, args.channels, args.size, args.size],
+            "steps": args.steps, "clock": args.clock, "threads": torch.get_num_threads(),
+            "bare_images_per_s": bare, "ours_images_per_s": ours,
+            "ratios": ratios, "ratio": ratio, "goal": ">= 0.95",
+        }, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

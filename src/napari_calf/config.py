@@ -93,6 +93,12 @@ class DataConfig:
         ``cache_dir``; ``"memory"`` / ``"disk"`` force one.
     rules_path : str or None
         A JSON rule table replacing the default CALF selection rules.
+    val_cases : tuple of str or None
+        Validation cases named explicitly (e.g. one fold of a cross-validation); the
+        others are the training split and ``val_fraction`` is not used.
+    labels_from : str or None
+        A folder of replacement label maps, ``<labels_from>/<case_id>/<label file name>``
+        (an audit's ``corrections/`` or a truth folder); cases without one keep theirs.
     """
 
     data_dir: str
@@ -110,10 +116,22 @@ class DataConfig:
     cache_dir: str | None = None
     store: str = "auto"
     rules_path: str | None = None
+    val_cases: tuple[str, ...] | None = None
+    labels_from: str | None = None
 
     def __post_init__(self) -> None:
         if not str(self.data_dir):
             raise CalfConfigError("data_dir is empty. Fix: give the dataset folder.")
+        if self.val_cases is not None:
+            if isinstance(self.val_cases, str) or not all(
+                    isinstance(c, str) and c for c in self.val_cases):
+                raise CalfConfigError(f"val_cases={self.val_cases!r} must be a list of case "
+                                      "ids. Fix: e.g. --val-cases BraTS_001,BraTS_002.")
+            ids = tuple(self.val_cases)
+            if not ids or len(set(ids)) != len(ids):
+                raise CalfConfigError(f"val_cases={list(ids)} is empty or repeats a case. "
+                                      "Fix: name each validation case once.")
+            object.__setattr__(self, "val_cases", ids)  # JSON gives a list: keep one form
         _check_choice("target", self.target, TARGETS)
         _check_choice("unit", self.unit, UNITS)
         _check_choice("store", self.store, STORE_MODES)
@@ -276,8 +294,11 @@ class RunConfig:
             raise CalfConfigError("out_dir is empty. Fix: give a folder for the run.")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (nested by part)."""
-        return dataclasses.asdict(self)
+        """Plain JSON-able dict (nested by part); tuples become lists, as in a run card."""
+        data = dataclasses.asdict(self)
+        if data["data"].get("val_cases") is not None:
+            data["data"]["val_cases"] = list(data["data"]["val_cases"])
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

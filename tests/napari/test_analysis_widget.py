@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from scipy import stats as sps
 
 from napari_calf.phantom import dataset as phantom
 from napari_calf.errors import CalfFileExistsError
-from napari_calf.events import drain
 from napari_calf.io.discovery import discover_cases
 from napari_calf.calf.rules import DEFAULT_RULES, select_transform
 from napari_calf.calf.areas import dataset_areas
@@ -28,18 +26,15 @@ from napari_calf.calf.stats import imbalance_stats
 from napari_calf.calf.rules_io import rules_from_json
 
 WIDGET = ("napari-calf", "Imbalance analysis (CALF)")
-REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six right-skewed phantom cases on disk (BraTS-2021 layout)."""
-    out = tmp_path_factory.mktemp("analysis") / "phantom6"
-    drain(phantom.write_dataset(out, 6, seed=0, skew="right"))
-    return out
+@pytest.fixture
+def dataset(phantom6: Path) -> Path:
+    """Six right-skewed phantom cases on disk (BraTS-2021 layout), shared by the session."""
+    return phantom6
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def reference_areas(dataset: Path):
     return dataset_areas(discover_cases(dataset))
 
@@ -55,7 +50,13 @@ def _analyse(qtbot, widget, folder: Path) -> None:
     widget.folder_radio.setChecked(True)
     with qtbot.waitSignal(widget.updated, timeout=60_000):
         qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    _settled(qtbot, widget)
+
+
+def _settled(qtbot, widget) -> None:
+    """Wait until the numbers and both plots on screen are the latest (all are computed off the GUI thread)."""
+    qtbot.waitUntil(lambda: not widget.busy and widget.histogram.is_current()
+                    and widget.transform_plot.is_current(), timeout=30_000)
 
 
 def test_widget_opens_from_the_manifest(make_napari_viewer) -> None:
@@ -133,19 +134,18 @@ def test_clicking_a_bar_lists_its_slices_and_choosing_one_moves_the_viewer(
     bin_index = int(np.flatnonzero(counts)[len(np.flatnonzero(counts)) // 2])
 
     x, y = widget.histogram.bin_centre_in_widget(bin_index)
-    qtbot.mouseClick(widget.histogram.canvas, Qt.MouseButton.LeftButton, pos=QPoint(x, y))
+    qtbot.mouseClick(widget.histogram, Qt.MouseButton.LeftButton, pos=QPoint(x, y))
     qtbot.waitUntil(lambda: widget.bin_list.count() == counts[bin_index], timeout=5_000)
 
     lo, hi = edges[bin_index], edges[bin_index + 1]
     a = reference_areas.areas
     in_bin = (a > 0) & (a >= lo) & ((a < hi) | ((a == hi) & (bin_index == len(edges) - 2)))
     expected = {(str(c), int(s)) for c, s in zip(reference_areas.case_ids[in_bin], reference_areas.slices[in_bin])}
-    listed = {widget.bin_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(widget.bin_list.count())}
+    listed = {(e.case_id, e.index) for e in map(widget.bin_list.entry, range(widget.bin_list.count()))}
     assert listed == expected
 
-    item = widget.bin_list.item(0)
-    case_id, slice_index = item.data(Qt.ItemDataRole.UserRole)
-    rect = widget.bin_list.visualItemRect(item)
+    case_id, slice_index = widget.bin_list.entry(0).case_id, widget.bin_list.entry(0).index
+    rect = widget.bin_list.row_rect(0)
     qtbot.mouseClick(widget.bin_list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     qtbot.waitUntil(lambda: any(layer.name.startswith(case_id) for layer in viewer.layers), timeout=30_000)
     # Axial slice k of the canonical volume is step k of the first slider (reader convention).
@@ -169,12 +169,18 @@ def test_filter_counts_match_filter_slices(make_napari_viewer, qtbot, dataset, r
 
     expected = filter_slices(reference_areas, empty_fraction=0.25, min_area=round(min_area, 1), outlier_iqr=0.3)
     summary = expected.summary()
-    assert widget.filter_counts_label.text() == (
-        f"Kept: {summary['kept']}   Dropped: {summary['dropped']}   Flagged: {summary['flagged']}"
-    )
     assert summary["dropped_small"] > 0 and summary["flagged"] > 0  # the test exercises both
+    text = widget.filter_counts_label.text()
+    assert f"Kept: {summary['kept']}" in text and f"Flagged: {summary['flagged']}" in text
+    # "Dropped" adds up: the empty slices left out plus the too-small ones, each named
+    assert (f"Dropped: {summary['dropped']} ({summary['dropped_empty']} empty, "
+            f"{summary['dropped_small']} too small)") in text
+    assert summary["dropped"] == summary["dropped_empty"] + summary["dropped_small"]
+    # the list holds exactly the slices with tumour that were dropped or flagged, and says so
     listed = widget.flagged_list.count()
     assert listed == sum(1 for row in expected.report if row["area"] > 0)
+    assert listed == summary["dropped_small"] + summary["flagged"]
+    assert f"The {listed} slice(s) with tumour" in widget.flagged_caption.text()
     # statistics follow the filter: S over the kept slices only
     kept = expected.apply(reference_areas).nonzero()
     assert widget.stats.skewness == pytest.approx(sps.skew(kept, bias=True), rel=1e-9)
@@ -251,23 +257,117 @@ def test_errors_show_in_the_widget_and_never_crash(make_napari_viewer, qtbot, tm
     assert widget.run_button.isEnabled()
 
 
-def test_screenshot_of_the_widget_with_data(make_napari_viewer, qtbot, dataset) -> None:
-    viewer, widget = _open(make_napari_viewer, show=True)
-    viewer.window._qt_window.resize(1500, 950)
+def test_screenshot_at_1366x768_with_data_and_readable_ticks(
+    make_napari_viewer, qtbot, dataset, window_shot
+) -> None:
+    from napari_calf._napari.demo import dock_plugin_widgets
+
+    viewer = make_napari_viewer(show=True)
+    widgets: dict = {}
+    dock_plugin_widgets(viewer, widgets)
+    widget = widgets[WIDGET[1]]
     _analyse(qtbot, widget, dataset)
     counts, _ = np.histogram(widget.kept_nonzero()[2], bins=widget.histogram.edges)
     widget.select_bin(int(np.argmax(counts)))
-    item = widget.bin_list.item(0)
-    widget.go_to_slice(*item.data(Qt.ItemDataRole.UserRole))
-    qtbot.wait(300)
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    assert shot.shape[0] > 800 and shot.shape[1] > 1200
-    # the dock is not blank: the histogram region has many distinct colours
-    out = REPO / "test-artifacts" / "screenshots" / "analysis.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from skimage.io import imsave
+    entry = widget.bin_list.entry(0)
+    widget.go_to_slice(entry.case_id, entry.index)
+    shot = window_shot(viewer, "analysis", plots=(widget.histogram, widget.transform_plot))
+    assert shot.shape[:2] == (768, 1366)
+    # at this size the plots thinned their tick labels until none collide
+    assert widget.histogram.overlapping_ticks() is False
+    assert widget.transform_plot.overlapping_ticks() is False
+    widget.log_x_check.setChecked(True)  # log axis: minor labels are the usual smear
+    qtbot.waitUntil(widget.histogram.is_current, timeout=30_000)
+    assert widget.histogram.overlapping_ticks() is False
 
-    imsave(out, shot, check_contrast=False)
-    Path("/tmp/shots").mkdir(exist_ok=True)
-    shutil.copy(out, "/tmp/shots/analysis.png")
-    assert out.stat().st_size > 20_000
+
+def test_plain_words_on_screen(make_napari_viewer) -> None:
+    """No internal references ("CALF_METHOD §3", "rule row 6") in what a user reads."""
+    from qtpy.QtWidgets import QAbstractButton, QLabel
+
+    _viewer, widget = _open(make_napari_viewer)
+    texts = [w.text() for w in widget.findChildren(QLabel)] + [
+        w.text() for w in widget.findChildren(QAbstractButton)]
+    texts += [w.toolTip() for w in widget.findChildren(QAbstractButton)]
+    joined = " ".join(texts)
+    assert "CALF_METHOD" not in joined and "§" not in joined and "rule row" not in joined
+    assert "training cases only" in widget.split_note.text()  # why fine-tuning's S differs
+
+
+def test_all_labels_layers_leaves_out_the_plugins_own_layers(make_napari_viewer, qtbot) -> None:
+    """A prediction or error map made by the review widget is not a case to analyse."""
+    from napari_calf._napari.reader import canonical_to_layer
+
+    labels = phantom.make_labels(3, skew="right")
+    viewer, widget = _open(make_napari_viewer)
+    viewer.add_labels(canonical_to_layer(labels), name="case-a")
+    for role in ("prediction", "errors"):
+        viewer.add_labels(canonical_to_layer(labels), name=f"case-a {role}",
+                          metadata={"napari_calf": {"role": role}})
+    assert [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())] == [
+        "All Labels layers", "case-a"]
+    widget.layers_radio.setChecked(True)
+    widget.layer_combo.setCurrentText("All Labels layers")
+    with qtbot.waitSignal(widget.updated, timeout=30_000):
+        widget.run_analysis()
+    assert widget.areas.n_cases == 1
+    assert set(widget.areas.case_ids.tolist()) == {"case-a"}
+
+
+def _one_case_dataset(root: Path, labels: np.ndarray) -> Path:
+    """A dataset holding one BraTS-2021 case, ``BraTS2021_00001``, with these labels."""
+    import nibabel as nib
+
+    folder = root / "BraTS2021_00001"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for modality in ("t1", "t1ce", "t2", "flair"):
+        image = rng.normal(100, 10, labels.shape).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(folder / f"BraTS2021_00001_{modality}.nii.gz"))
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(folder / "BraTS2021_00001_seg.nii.gz"))
+    return root
+
+
+def test_a_slice_opens_from_its_own_folder_when_another_case_has_its_id(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    """Two datasets share a case id (an original and a re-annotated copy). Choosing a slice
+    of the analysed one must show that one's labels, not the other's already open."""
+    original = np.zeros((16, 16, 8), np.uint8)
+    original[4:12, 4:12, 2:6] = 2
+    revised = original.copy()
+    revised[4:12, 4:12, 3] = 0  # the re-annotation removed slice 3's tumour...
+    revised[6:8, 6:8, 3] = 1    # ...except a 2x2 core
+    first = _one_case_dataset(tmp_path / "original", original)
+    second = _one_case_dataset(tmp_path / "revised", revised)
+    viewer, widget = _open(make_napari_viewer)
+    viewer.open(str(first / "BraTS2021_00001"), plugin="napari-calf")  # already open
+    _analyse(qtbot, widget, second)
+
+    widget.go_to_slice("BraTS2021_00001", 3)
+    active = viewer.layers.selection.active
+    assert Path(active.metadata["napari_calf"]["path"]).parent == second / "BraTS2021_00001"
+    assert viewer.dims.current_step[0] == 3
+    assert np.count_nonzero(active.data[3]) == 4  # the revised labels: the 2x2 core
+    # the namesake from the other folder is hidden, and the user is told
+    others = [layer for layer in viewer.layers
+              if str(first) in str(layer.metadata.get("napari_calf", {}).get("path", ""))]
+    assert others and not any(layer.visible for layer in others)
+    assert "same id" in widget.status_label.text()
+
+
+def test_analysis_shows_in_napari_activity_dock(make_napari_viewer, qtbot, dataset, monkeypatch) -> None:
+    from napari.utils import progress
+
+    from napari_calf._napari.widgets import _activity
+
+    monkeypatch.setattr(_activity, "SHOW_AFTER_S", 0.0)  # this small analysis is quick
+    _viewer, widget = _open(make_napari_viewer)
+    widget.set_dataset_folder(dataset)
+    seen: list[str] = []
+    widget.run_analysis()
+    widget.worker.yielded.connect(
+        lambda _e: seen.extend(p.desc for p in progress._all_instances if "CALF analysis" in p.desc))
+    _settled(qtbot, widget)
+    assert seen, "no napari progress while measuring"
+    assert not [p for p in progress._all_instances if "CALF analysis" in p.desc]  # closed at the end

@@ -235,3 +235,34 @@ def test_nnunet_case_layers_carry_channel_names_and_show_flair(tmp_path):
                      "BRATS_001 T2w (0003)", "BRATS_001 seg"]
     assert [attrs.get("visible", True) for _, attrs, _ in layers] == [True, False, False, False, True]
     assert layers[-1][1]["metadata"][METADATA_KEY]["label_convention"] == "brats2023"
+
+
+def test_manifest_claims_only_nifti_files_and_folders(make_napari_viewer, tmp_path):
+    """With napari-calf installed, opening a .tif or .npy must not make napari ask which
+    reader to use: the manifest claims *.nii, *.nii.gz and folders, nothing else."""
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+
+    def claimed(path: Path) -> bool:
+        return any(r.plugin_name == PLUGIN for r in pm.iter_compatible_readers([str(path)]))
+
+    for name in ("stack.tif", "array.npy", "photo.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"0")
+        assert not claimed(tmp_path / name), name
+    for name in ("t1.nii", "t1.nii.gz", "T1.NII.GZ"):
+        (tmp_path / name).write_bytes(b"0")
+        assert claimed(tmp_path / name), name
+    folder = _case(tmp_path / "data")
+    assert claimed(folder)
+    viewer = make_napari_viewer()
+    # napari's own readers list *.nii(.gz) and folders too, so napari asks for those
+    # (File > Open); choosing napari-calf opens the case
+    from napari.plugins import _npe2
+
+    assert PLUGIN in _npe2.get_readers(str(folder))
+    viewer.open(str(folder), plugin=PLUGIN)
+    seg = folder / "BraTS2021_00001_seg.nii.gz"
+    assert viewer.layers[-1].metadata[METADATA_KEY]["path"] == str(seg)
+    assert [layer.name for layer in viewer.layers] == [
+        f"BraTS2021_00001 {m}" for m in (*MODALITIES_2021, "seg")]

@@ -1,28 +1,68 @@
-"""napari stays responsive while the fine-tuning widget trains.
+"""napari stays responsive while the widgets work: the GUI heartbeat.
 
-A 50 ms QTimer heartbeat on the GUI thread stands in for the user: if the training
-thread held the GIL for long, or the widget redrew its curves too often, beats would
-arrive late. The largest gap between beats is printed (run with ``-s`` to see it).
+A 50 ms QTimer on the GUI thread stands in for the user (fixture ``heartbeat`` in
+conftest.py): if the GUI thread computed statistics, drew a plot or held the GIL for
+long, beats would arrive late. For each activity the largest gap between beats is
+printed (run pytest with ``-s``); docs/_readme_gui.md reports the figures. The goal is
+< 100 ms; the assertion (``MAX_GAP_S``, 250 ms) leaves room for loaded CI machines.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from qtpy.QtCore import QTimer
+import numpy as np
+
+from conftest import MAX_GAP_S
+
+ANALYSIS = ("napari-calf", "Imbalance analysis (CALF)")
+TRAINING = ("napari-calf", "Fine-tune (CALF)")
+REVIEW = ("napari-calf", "Review predictions (CALF)")
 
 
-BEAT_MS = 50
-#: A user notices a stall from about a quarter second on.
-MAX_GAP_S = 0.25
+def _laptop_window(viewer, qtbot) -> None:
+    window = viewer.window._qt_window
+    window.resize(1366, 768)
+    qtbot.wait(300)
 
 
-def test_gui_heartbeat_keeps_beating_during_training(
-    make_napari_viewer, qtbot, dataset: Path, tmp_path: Path
+def test_gui_heartbeat_during_analysis_and_filter_edits(
+    make_napari_viewer, qtbot, heartbeat, phantom6: Path
 ) -> None:
-    viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-calf", "Fine-tune (CALF)")
+    viewer = make_napari_viewer(show=True)
+    _dock, widget = viewer.window.add_plugin_dock_widget(*ANALYSIS)
+    _laptop_window(viewer, qtbot)
+
+    def settled() -> bool:
+        return (widget.view is not None and not widget.busy and widget.histogram.is_current()
+                and widget.transform_plot.is_current())
+
+    start = heartbeat.now()
+    widget.set_dataset_folder(phantom6)
+    widget.run_analysis()
+    qtbot.waitUntil(settled, timeout=120_000)
+    analysis_gap = heartbeat.report("the analysis (measuring, statistics, plots)", start, heartbeat.now())
+
+    start = heartbeat.now()
+    for value in (20.0, 40.0, 80.0):  # a user trying minimum areas, one after the other
+        widget.min_area_spin.setValue(value)
+        qtbot.wait(300)
+        qtbot.waitUntil(settled, timeout=60_000)
+    widget.outlier_spin.setValue(1.5)
+    qtbot.waitUntil(settled, timeout=60_000)
+    widget.log_x_check.setChecked(True)
+    qtbot.waitUntil(settled, timeout=60_000)
+    edit_gap = heartbeat.report("filter edits and a log-axis redraw", start, heartbeat.now())
+    assert analysis_gap < MAX_GAP_S, f"the GUI stalled for {analysis_gap * 1000:.0f} ms"
+    assert edit_gap < MAX_GAP_S, f"the GUI stalled for {edit_gap * 1000:.0f} ms"
+
+
+def test_gui_heartbeat_during_training(
+    make_napari_viewer, qtbot, heartbeat, dataset: Path, tmp_path: Path
+) -> None:
+    viewer = make_napari_viewer(show=True)
+    _dock, widget = viewer.window.add_plugin_dock_widget(*TRAINING)
+    _laptop_window(viewer, qtbot)
     f = widget.form
     f.data_dir.setText(str(dataset))
     f.out_dir.setText(str(tmp_path / "run"))
@@ -33,29 +73,47 @@ def test_gui_heartbeat_keeps_beating_during_training(
     f.max_slices.setValue(6)
     f.val_fraction.setValue(0.34)
     f.device.setCurrentText("cpu")
-
-    beats: list[float] = []
-    timer = QTimer()
-    timer.setInterval(BEAT_MS)
-    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
-    timer.start()
     # the widget imports torch/smp in the background when it opens (one-time start-up,
     # while a user fills in the form); the run is measured from a warm start
     qtbot.waitUntil(widget.preloaded.is_set, timeout=120_000)
-    qtbot.wait(3 * BEAT_MS)  # settle the first beats
+    qtbot.wait(150)
+    start = heartbeat.now()
     assert widget.start()
-    started = time.perf_counter()
     qtbot.waitUntil(lambda: not widget.running, timeout=240_000)
-    ended = time.perf_counter()
-    qtbot.wait(2 * BEAT_MS)
-    timer.stop()
-
+    qtbot.waitUntil(lambda: widget.curves.loss_plot.is_current() and widget.curves.dice_plot.is_current(),
+                    timeout=30_000)
+    gap = heartbeat.report("training (2 epochs, live curves)", start, heartbeat.now())
     assert widget.result is not None, widget.status.text()
-    during = [t for t in beats if started <= t <= ended + BEAT_MS / 1000]
-    assert len(during) > 10, "the run was too short to say anything"
-    gaps = [b - a for a, b in zip(during, during[1:])]
-    largest = max(gaps)
-    when = during[gaps.index(largest)] - started
-    print(f"\nGUI heartbeat during training: {len(during)} beats over {ended - started:.1f} s, "
-          f"largest gap {largest * 1000:.0f} ms at {when:.1f} s (timer interval {BEAT_MS} ms)")
-    assert largest < MAX_GAP_S, f"the GUI stalled for {largest * 1000:.0f} ms"
+    assert gap < MAX_GAP_S, f"the GUI stalled for {gap * 1000:.0f} ms"
+
+
+def test_gui_heartbeat_during_predict_and_review(
+    make_napari_viewer, qtbot, heartbeat, review_dataset: Path, review_run: Path
+) -> None:
+    from napari_calf.io.discovery import discover_cases
+
+    viewer = make_napari_viewer(show=True)
+    _dock, widget = viewer.window.add_plugin_dock_widget(*REVIEW)
+    _laptop_window(viewer, qtbot)
+    widget.open_case(discover_cases(review_dataset)[0].folder)
+    widget.load_run(review_run)
+    qtbot.wait(300)
+    start = heartbeat.now()
+    assert widget.predict()
+    qtbot.waitUntil(lambda: widget.worker is None and widget.review is not None
+                    and widget._review_worker is None and widget.scatter.is_current(), timeout=120_000)
+    predict_gap = heartbeat.report("predict and review (metrics, error layer, table, plot)",
+                                   start, heartbeat.now())
+
+    # a correction painted into the ground truth: reviewed again, in the background
+    truth = viewer.layers[widget.truth_combo.currentText()]
+    before = widget.review
+    start = heartbeat.now()
+    index = widget.review.rows[0].index
+    ys, xs = np.nonzero(np.asarray(truth.data[index]))  # erase that slice, as a brush would
+    truth.data_setitem((np.full(ys.shape, index), ys, xs), 0)
+    qtbot.waitUntil(lambda: widget.review is not before and widget._review_worker is None
+                    and widget.scatter.is_current(), timeout=60_000)
+    edit_gap = heartbeat.report("the review after a ground-truth edit", start, heartbeat.now())
+    assert predict_gap < MAX_GAP_S, f"the GUI stalled for {predict_gap * 1000:.0f} ms"
+    assert edit_gap < MAX_GAP_S, f"the GUI stalled for {edit_gap * 1000:.0f} ms"

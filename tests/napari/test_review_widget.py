@@ -41,61 +41,23 @@ def test_slice_rows_list_tumour_slices_worst_first_with_per_slice_dice() -> None
 # --------------------------------------------------------------------------- the widget
 
 import csv  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from qtpy.QtCore import Qt  # noqa: E402
 
-from napari_calf.phantom import dataset as phantom  # noqa: E402
 from napari_calf.errors import CalfFileExistsError  # noqa: E402
-from napari_calf.events import drain  # noqa: E402
 
 WIDGET = ("napari-calf", "Review predictions (CALF)")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four phantom cases with one medium lesion each (the "symmetric" size preset).
-
-    Medium lesions, unlike the "right" preset's mostly tiny ones, let a model trained for
-    a few seconds on CPU really segment the tumour, so the review shows what a reviewer
-    would see: mostly true positives, with false positives/negatives at the edges.
-    """
-    out = tmp_path_factory.getbasetemp() / "calf-review-phantom4"
-    if not (out / "dataset.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        drain(phantom.write_dataset(out, 4, seed=0, skew="symmetric"))
-    return out
+@pytest.fixture
+def dataset(review_dataset: Path) -> Path:
+    return review_dataset
 
 
-@pytest.fixture(scope="module")
-def run_dir(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small run that actually segments the phantom tumour, made with the core as the CLI would.
-
-    The README's five-minute recipe (resnet18, depth 3, lr 3e-3), shrunk to 3 training
-    cases x 24 slices x 8 epochs (~15 s on 2 cores). Case 0, the one the review test
-    shows, is a training case: the screenshot demonstrates the widget, not generalisation
-    (the held-out case still reaches validation Dice ~0.9).
-    """
-    from napari_calf.engine import training
-    from napari_calf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-
-    base = tmp_path_factory.mktemp("review")
-    out = base / "run"
-    config = RunConfig(
-        data=DataConfig(str(dataset), max_slices_per_case=24, val_fraction=0.25,
-                        empty_fraction=0.05, val_empty_fraction=0.05, store="memory",
-                        cache_dir=str(base / "cache")),
-        out_dir=str(out),
-        model=ModelConfig(arch="unet", encoder="resnet18", encoder_depth=3),
-        train=TrainConfig(epochs=8, batch_size=8, lr=3e-3, patience=None, seed=0, device="cpu"),
-    )
-    training.train(config)
-    card = json.loads((out / "run.json").read_text())
-    assert _case_id(dataset) in card["data"]["split"]["train"]  # what the docstring promises
-    return out
+@pytest.fixture
+def run_dir(review_run: Path) -> Path:
+    return review_run
 
 
 def _case_id(dataset: Path) -> str:
@@ -110,14 +72,19 @@ def _case_folder(dataset: Path) -> Path:
     return discover_cases(dataset)[0].folder
 
 
-def _predicted(qtbot, make_napari_viewer, dataset: Path, run_dir: Path):
-    viewer = make_napari_viewer()
+def _reviewed(widget) -> bool:
+    """Prediction and its review are computed and shown (both run in workers)."""
+    return widget.worker is None and widget._review_worker is None and not widget._edit_timer.isActive()
+
+
+def _predicted(qtbot, make_napari_viewer, dataset: Path, run_dir: Path, *, show: bool = False):
+    viewer = make_napari_viewer(show=show)
     _dock, widget = viewer.window.add_plugin_dock_widget(*WIDGET)
     widget.open_case(_case_folder(dataset))
     widget.load_run(run_dir)
     assert widget.predict_button.isEnabled(), widget.status.text()
     qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: _reviewed(widget) and widget.review is not None, timeout=120_000)
     assert widget.review is not None, widget.status.text()
     return viewer, widget
 
@@ -136,7 +103,7 @@ def test_widget_opens_from_the_manifest_and_reports_a_bad_run_folder(
 
 
 def test_review_overlays_the_prediction_and_counts_errors_like_the_core(
-    make_napari_viewer, qtbot, dataset: Path, run_dir: Path, tmp_path: Path
+    make_napari_viewer, qtbot, dataset: Path, run_dir: Path, tmp_path: Path, window_shot
 ) -> None:
     import nibabel as nib
 
@@ -146,7 +113,7 @@ def test_review_overlays_the_prediction_and_counts_errors_like_the_core(
     from napari_calf.io.discovery import discover_cases
     from napari_calf.io.volumes import load_volume
 
-    viewer, widget = _predicted(qtbot, make_napari_viewer, dataset, run_dir)
+    viewer, widget = _predicted(qtbot, make_napari_viewer, dataset, run_dir, show=True)
     case = discover_cases(dataset)[0]
     # every modality of the run found its layer, by the reader's metadata
     assert list(widget.image_combos) == ["t1", "t1ce", "t2", "flair"]
@@ -204,10 +171,70 @@ def test_review_overlays_the_prediction_and_counts_errors_like_the_core(
     with pytest.raises(CalfFileExistsError):
         widget.save_metrics_csv(csv_path)
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    viewer.window.resize(1500, 1000)
     widget.go_to_slice(widget.review.rows[-1].index)  # a slice the model got best
-    qtbot.wait(200)
-    from imageio.v3 import imwrite
+    window_shot(viewer, "review", plots=(widget.scatter,))
+    assert widget.scatter.overlapping_ticks() is False
+    # filled with a case's numbers, the dock still needs no sideways scrolling at 1366x768
+    area = widget.scroll_area
+    assert area.widget().minimumSizeHint().width() <= area.viewport().width()
 
-    imwrite(SCREENSHOTS / "review.png", viewer.screenshot(canvas_only=False))
+
+def test_predict_shows_the_slice_with_most_tumour_and_errors_in_their_own_colours(
+    make_napari_viewer, qtbot, dataset: Path, run_dir: Path
+) -> None:
+    from napari_calf._napari.widgets._review_analysis import ERROR_COLOURS
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    viewer, widget = _predicted(qtbot, make_napari_viewer, dataset, run_dir)
+    pred = np.asarray(viewer.layers[widget.prediction_name].data)
+    # not left on a tumour-free slice: on the one with the most predicted tumour
+    areas = np.count_nonzero(pred, axis=(1, 2))
+    assert areas[viewer.dims.current_step[0]] == areas.max() > 0
+
+    # under the error layer, neither the ground truth nor the prediction shows its own colours
+    truth = viewer.layers[widget.truth_combo.currentText()]
+    assert viewer.layers[widget.errors_name].visible
+    assert not truth.visible and not viewer.layers[widget.prediction_name].visible
+    # and the error colours are far from the BraTS label colours, should a user turn both on
+    brats = [transform_color(c)[0][:3] for label, c in truth.colormap.color_dict.items()
+             if label not in (None, 0)]
+    assert brats, "the ground truth has BraTS colours"
+    for colour in ERROR_COLOURS.values():
+        rgb = transform_color(colour)[0][:3]
+        assert min(np.abs(rgb - b).sum() for b in brats) > 0.6, colour
+
+    # the scatter plot explains its two colours
+    qtbot.waitUntil(widget.scatter.is_current, timeout=30_000)
+    legend = widget.scatter.axes.get_legend()
+    assert legend is not None
+    rows = [r for r in widget.review.rows if r.truth_area > 0]
+    groups = [name for name, present in (("Dice ≥ 0.5", any(r.dice >= 0.5 for r in rows)),
+                                         ("Dice < 0.5", any(r.dice < 0.5 for r in rows))) if present]
+    assert [t.get_text() for t in legend.get_texts()] == groups
+
+
+def test_editing_the_ground_truth_updates_the_review(
+    make_napari_viewer, qtbot, dataset: Path, run_dir: Path
+) -> None:
+    """A reviewer corrects the annotation in napari: metrics and error layer follow."""
+    from napari_calf.calf import metrics
+    from napari_calf._napari.reader import layer_to_canonical
+
+    viewer, widget = _predicted(qtbot, make_napari_viewer, dataset, run_dir)
+    truth = viewer.layers[widget.truth_combo.currentText()]
+    pred = np.asarray(viewer.layers[widget.prediction_name].data) > 0
+    worst = max(widget.review.rows, key=lambda r: r.truth_area).index
+    before = widget.review
+    # erase the tumour on the slice with the most of it, as the eraser would (one stroke)
+    z, y, x = np.nonzero(np.asarray(truth.data) > 0)
+    on_slice = z == worst
+    truth.data_setitem((z[on_slice], y[on_slice], x[on_slice]), 0)
+    qtbot.waitUntil(lambda: widget.review is not before and _reviewed(widget), timeout=60_000)
+
+    edited = np.asarray(truth.data) > 0
+    expected = metrics.case_metrics(layer_to_canonical(pred), layer_to_canonical(edited),
+                                    tuple(np.asarray(truth.scale)[::-1]))
+    assert widget.metric_labels["dice"].text() == f"{expected['dice']:.3f}"
+    errors = np.asarray(viewer.layers[widget.errors_name].data)
+    assert not np.any(errors[worst] == FN)  # nothing left to miss on the erased slice
+    assert np.array_equal(errors[worst] == FP, pred[worst])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -55,36 +55,35 @@ def test_show_tumour_slice_moves_to_the_core(make_napari_viewer) -> None:
     assert np.isin(shown, (1, 4)).sum() == np.isin(data, (1, 4)).sum(axis=(1, 2)).max()
 
 
-def test_dock_plugin_widgets_follows_the_manifest_and_survives_a_broken_widget(capsys) -> None:
+def test_dock_plugin_widgets_follows_the_manifest_and_survives_a_broken_widget(
+    make_napari_viewer, monkeypatch, capsys
+) -> None:
     from npe2 import PluginManager
+    from npe2.manifest.contributions import WidgetContribution
+
+    from napari_calf._napari.widgets._dock import menu_name
 
     declared = [w.display_name for w in
-                PluginManager.instance().get_manifest("napari-calf").contributions.widgets or []]
-    calls = []
+                PluginManager.instance().get_manifest("napari-calf").contributions.widgets or []
+                if w.display_name in demo.MAIN_JOB_WIDGETS]
+    assert len(declared) == 3
+    original = WidgetContribution.get_callable
 
-    class FakeDock:
-        def __init__(self, name: str) -> None:
-            self.name = name
-            self.raised = False
-
-        def raise_(self) -> None:
-            self.raised = True
-
-    def add_plugin_dock_widget(plugin, name, tabify=False):
-        calls.append((plugin, name, tabify))
-        if name == declared[-1]:
+    def get_callable(self, *args, **kwargs):
+        if self.plugin_name == "napari-calf" and self.display_name == declared[-1]:
             raise RuntimeError("widget failed to import")
-        return FakeDock(name), object()
+        return original(self, *args, **kwargs)
 
-    viewer = SimpleNamespace(window=SimpleNamespace(add_plugin_dock_widget=add_plugin_dock_widget))
+    monkeypatch.setattr(WidgetContribution, "get_callable", get_callable)
+    viewer = make_napari_viewer()
     docks = demo.dock_plugin_widgets(viewer)
 
-    assert [c[1] for c in calls] == declared
-    assert {c[0] for c in calls} == {"napari-calf"}
-    assert [c[2] for c in calls][: len(docks) + 1] == [False] + [True] * len(docks)
-    assert [d.name for d in docks] == declared[:-1]
-    if docks:
-        assert docks[0].raised
+    # every declared widget but the broken one, tabbed, named as the Plugins menu names them
+    # (so the menu toggles these docks rather than opening second copies)
+    assert [d.name for d in docks] == [menu_name(name) for name in declared[:-1]]
+    assert all(viewer.window._wrapped_dock_widgets[d.name] is d for d in docks)
+    window = viewer.window._qt_window
+    assert set(window.tabifiedDockWidgets(docks[0])) == set(docks[1:])
     assert f"could not open the widget {declared[-1]!r}" in capsys.readouterr().err
 
 
@@ -113,6 +112,46 @@ def test_demo_headless_saves_a_screenshot_with_the_tumour(tmp_path) -> None:
     try:  # keep a copy to look at (CI artefact / reviewer)
         SHOTS.mkdir(parents=True, exist_ok=True)
         (SHOTS / "demo_test.png").write_bytes(shot.read_bytes())
+    except OSError:
+        pass
+
+
+def _canvas_and_brain(rgb: np.ndarray) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """Bounding boxes (top, bottom, left, right) of the black canvas and of the brain on it."""
+    black = rgb.max(axis=2) < 8
+    rows = np.flatnonzero(black.mean(axis=1) > 0.15)
+    cols = np.flatnonzero(black.mean(axis=0) > 0.3)
+    top, bottom, left, right = rows[0], rows[-1], cols[0], cols[-1]
+    canvas = rgb[top:bottom + 1, left:right + 1]
+    brain = canvas.max(axis=2) > 40
+    b_rows, b_cols = np.flatnonzero(brain.any(axis=1)), np.flatnonzero(brain.any(axis=0))
+    return (top, bottom, left, right), (top + b_rows[0], top + b_rows[-1], left + b_cols[0], left + b_cols[-1])
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs xvfb-run for a 1366x768 screen")
+def test_demo_on_a_1366x768_screen_shows_the_whole_window_and_brain(tmp_path) -> None:
+    """`xvfb-run -s "-screen 0 1366x768x24" make demo`: the window fits the screen, the brain
+    is framed inside the canvas (not cut by docks that were opened after it was framed)."""
+    from skimage.io import imread
+
+    shot = tmp_path / "demo_1366.png"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "XAUTHORITY")}
+    env["NAPARI_CALF_DEMO_DIR"] = str(tmp_path / "demo")
+    result = subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 1366x768x24", sys.executable, "-m",
+         "napari_calf._napari.demo", "--no-dataset", "--screenshot", str(shot)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rgb = imread(shot)[..., :3].astype(int)
+    assert rgb.shape[:2] == (768, 1366), "the window is not the screen's size"
+    (top, bottom, left, right), (b_top, b_bottom, b_left, b_right) = _canvas_and_brain(rgb)
+    assert right - left > 400, "the canvas is squeezed by the docks"
+    margin = 3
+    assert top + margin < b_top and b_bottom < bottom - margin, "brain cut at the top or bottom"
+    assert left + margin < b_left and b_right < right - margin, "brain cut at the sides"
+    try:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / "demo_1366x768.png").write_bytes(shot.read_bytes())
     except OSError:
         pass
 

@@ -17,7 +17,6 @@ from napari_calf.engine.checkpoints import BEST_WEIGHTS, RUN_CARD, read_run_card
 from napari_calf.engine.training_events import EpochEnd, TrainStep
 
 WIDGET = ("napari-calf", "Fine-tune (CALF)")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 RUN_TIMEOUT_MS = 240_000  # generous: CI cores are shared
 
 
@@ -63,7 +62,7 @@ def test_widget_opens_from_the_manifest_with_the_core_choices(make_napari_viewer
 
 
 def test_training_from_the_widget_shows_progress_curves_and_writes_a_checkpoint(
-    make_napari_viewer, qtbot, dataset: Path, tmp_path: Path
+    make_napari_viewer, qtbot, dataset: Path, tmp_path: Path, window_shot
 ) -> None:
     viewer, widget = _open(make_napari_viewer)  # the user's order: canvas first, then torch
     out = tmp_path / "run"
@@ -91,19 +90,17 @@ def test_training_from_the_widget_shows_progress_curves_and_writes_a_checkpoint(
     card = read_run_card(out)
     transform = card["loss"]["selection"]["transform"]
     assert f"CALF selected {transform}" in widget.form.selection.text()
+    assert "training split only" in widget.form.selection.text()  # why S differs from the analysis
     assert (out / BEST_WEIGHTS).is_file() and (out / RUN_CARD).is_file()
     assert str(out) in widget.result_label.text()
     assert f"{widget.result.best_dice:.3f}" in widget.result_label.text()
     assert widget.review_button.isEnabled() and not widget.stop_button.isEnabled()
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     from napari_calf.io.discovery import discover_cases
     viewer.open(str(discover_cases(dataset)[0].folder), plugin="napari-calf")
-    viewer.window.resize(1500, 1000)
-    qtbot.wait(200)
-    shot = viewer.screenshot(canvas_only=False)
-    from imageio.v3 import imwrite  # napari depends on imageio
-    imwrite(SCREENSHOTS / "training.png", shot)
+    plots = (widget.curves.loss_plot, widget.curves.dice_plot)
+    window_shot(viewer, "training", plots=plots)
+    assert not any(plot.overlapping_ticks() for plot in plots)
 
     # "Review this model" hands the run to the review widget
     qtbot.mouseClick(widget.review_button, Qt.MouseButton.LeftButton)
@@ -121,11 +118,17 @@ def test_stop_ends_the_run_at_the_next_batch_keeping_the_best_checkpoint(
     _fill_tiny(widget, dataset, out, epochs=3)
     widget.start(overwrite=False)
     seen: list = []
+    after_stop: list[str] = []
 
     def on_event(event) -> None:
         seen.append(event)
+        if not widget.stop_button.isEnabled():  # stopped: what does the status line say now?
+            after_stop.append(widget.status.text())
         if isinstance(event, EpochEnd) and widget.stop_button.isEnabled():
             qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+            # the batch running when Stop was clicked still reports: replay such a report
+            widget._on_event(next(e for e in reversed(seen) if isinstance(e, TrainStep)))
+            after_stop.append(widget.status.text())
 
     worker = widget.worker
     worker.yielded.connect(on_event)
@@ -138,6 +141,8 @@ def test_stop_ends_the_run_at_the_next_batch_keeping_the_best_checkpoint(
     assert (out / BEST_WEIGHTS).is_file()
     assert read_run_card(out)["status"] == "stopped"
     assert "stopped" in widget.status.text()
+    # the batches still reported after Stop did not hide that the run is stopping
+    assert after_stop and all(text.startswith("Stopping after the current batch") for text in after_stop)
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
     assert widget.form.isEnabled()
 
@@ -181,3 +186,49 @@ def test_closing_the_viewer_during_a_run_ends_the_training_thread(
     viewer.close()
     assert not widget.running  # the close waited for the thread
     qtbot.waitUntil(lambda: not worker.is_running, timeout=5_000)
+
+
+def _menu(*commands: str) -> None:
+    """Run Plugins-menu entries, as a user clicking them."""
+    from napari._app_model import get_app_model
+
+    for command in commands:
+        get_app_model().commands.execute_command(command).result()
+
+
+def test_review_this_model_reuses_the_review_dock_opened_from_the_plugins_menu(
+    make_napari_viewer, qtbot, tmp_path: Path
+) -> None:
+    from napari_calf._napari.widgets.review import ReviewWidget
+    from napari_calf._napari.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=True)
+    _menu("napari-calf.review_widget", "napari-calf.training_widget")
+    window = viewer.window._qt_window
+    (training,) = window.findChildren(TrainingWidget)
+    training.run_dir = tmp_path  # as if a run had ended there (it has no run.json)
+    training.review_model()
+    reviews = window.findChildren(ReviewWidget)
+    assert len(reviews) == 1, "a second review dock was opened"
+    assert "run.json" in reviews[0].status.text()  # the run went to the one dock there is
+    training.review_model()
+    assert len(window.findChildren(ReviewWidget)) == 1
+
+
+def test_use_analysed_works_when_the_analysis_is_opened_after_fine_tuning(
+    make_napari_viewer, qtbot, dataset: Path
+) -> None:
+    from napari_calf._napari.widgets.analysis import AnalysisWidget
+    from napari_calf._napari.widgets.training import TrainingWidget
+
+    viewer = make_napari_viewer(show=True)
+    _menu("napari-calf.training_widget")
+    window = viewer.window._qt_window
+    (training,) = window.findChildren(TrainingWidget)
+    qtbot.wait(50)
+    assert training.form.use_analysed.isEnabled()
+    _menu("napari-calf.analysis_widget")
+    (analysis,) = window.findChildren(AnalysisWidget)
+    analysis.set_dataset_folder(dataset)
+    qtbot.mouseClick(training.form.use_analysed, Qt.MouseButton.LeftButton)
+    assert training.form.data_dir.text() == str(dataset)

@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ._engine import fmt, positive_int
+from ._engine import positive_int
+from ._runs import (command_line, run_concurrently, run_in_process, split_names,
+                    write_commands_file)
 
 DEFAULT_LOSSES = "calf,bce,dice,bce-dice,focal,tversky"
 DEFAULT_ARCHS = "unet,fpn,deeplabv3"
+#: With --truth, the report against the clean labels goes to STUDY/<this>/.
+TRUTH_REPORT_DIR = "against-truth"
 #: train options that compare sets per run (or that make no sense for a study).
 _NOT_PASSED = {"help", "data", "out", "resume", "overwrite", "arch", "loss", "seed", "json",
                "no_progress"}
-_PATH_OPTIONS = {"init", "cache_dir", "rules"}
+_PATH_OPTIONS = {"init", "cache_dir", "rules", "labels_from"}
 
 
-def _train_parser() -> argparse.ArgumentParser:
+def make_train_parser() -> argparse.ArgumentParser:
     """A fresh ``napari-calf train`` parser (its options are the study's pass-through)."""
     from . import train
 
@@ -38,8 +41,11 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _passed_actions(train_parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in train_parser._actions if a.dest not in _NOT_PASSED]
+def passed_actions(train_parser: argparse.ArgumentParser,
+                   not_passed: set[str] | frozenset[str] = frozenset(_NOT_PASSED),
+                   ) -> list[argparse.Action]:
+    """The train options a command passes on to every run (all but ``not_passed``)."""
+    return [a for a in train_parser._actions if a.dest not in not_passed]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,32 +95,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--eval-batch-size", type=positive_int, default=16,
                    help="slices per batch when evaluating (default 16)")
     r.add_argument("--no-plots", action="store_true", help="no PNG plots (no matplotlib needed)")
+    r.add_argument("--truth", type=Path, default=None, metavar="DIR",
+                   help="also evaluate every run against the clean labels in DIR (same layout "
+                        "as the dataset, e.g. a phantom's truth/): report in STUDY/against-truth/")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     t = p.add_argument_group("training options (passed to every run; see `napari-calf train -h`)")
-    train_parser = _train_parser()
-    for action in _passed_actions(train_parser):
+    train_parser = make_train_parser()
+    for action in passed_actions(train_parser):
         t._add_action(action)
-    p.set_defaults(run=run, _train_parser=train_parser)
+    p.set_defaults(run=run, _train_parser=train_parser, _not_passed=frozenset(_NOT_PASSED))
 
 
 # --------------------------------------------------------------------------- plan
 
 
-def _split_names(text: str, what: str) -> list[str]:
-    from ..errors import CalfConfigError
-
-    names = [n.strip() for n in str(text).split(",") if n.strip()]
-    if not names:
-        raise CalfConfigError(f"{what} is empty. Fix: give comma-separated names.")
-    return names
-
-
 def passthrough_argv(args: argparse.Namespace) -> list[str]:
     """The train options of ``args`` as explicit command-line arguments (every option
     with a value, defaults included, so a run's command line does not depend on the
-    defaults of the napari-calf version that executes it)."""
+    defaults of the napari-calf version that executes it). ``args._not_passed`` names
+    the options the subcommand sets per run itself."""
     out: list[str] = []
-    for action in _passed_actions(args._train_parser):
+    for action in passed_actions(args._train_parser, args._not_passed):
         value = getattr(args, action.dest, None)
         flag = action.option_strings[0] if action.option_strings else None
         if flag is None or value is None:
@@ -155,8 +156,8 @@ def make_plan(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]]]:
         args.epochs = 20
     data = Path(args.data).expanduser().resolve()
     study = Path(args.out).expanduser().resolve()
-    losses = _split_names(args.losses, "--losses")
-    archs = [a.lower() for a in _split_names(args.archs, "--archs")]
+    losses = split_names(args.losses, "--losses")
+    archs = [a.lower() for a in split_names(args.archs, "--archs")]
     seeds = list(range(args.seeds))
     base = config_from_argv(args, run_argv(args, data, study / "runs" / "base", archs[0],
                                            losses[0], seeds[0]))
@@ -170,10 +171,6 @@ def make_plan(args: argparse.Namespace) -> tuple[Any, dict[str, list[str]]]:
     return plan, argvs
 
 
-def command_line(argv: list[str]) -> str:
-    return shlex.join(["napari-calf", "train", *argv])
-
-
 def study_command(args: argparse.Namespace, plan: Any) -> str:
     """The compare command that reproduces this study (absolute paths, every option)."""
     argv = ["napari-calf", "compare", str(plan.data_dir), "--out", str(plan.study_dir),
@@ -183,6 +180,8 @@ def study_command(args: argparse.Namespace, plan: Any) -> str:
         argv += ["--bucket-thresholds", str(args.bucket_thresholds)]
     if args.reference != "calf":
         argv += ["--reference", args.reference]
+    if getattr(args, "truth", None) is not None:
+        argv += ["--truth", str(Path(args.truth).expanduser().resolve())]
     return shlex.join([*argv, *passthrough_argv(args)])
 
 
@@ -201,29 +200,14 @@ def study_info(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
 
 
 def write_plan(args: argparse.Namespace, plan: Any, argvs: dict[str, list[str]]) -> Path:
-    from ..engine.checkpoints import write_json_atomic
-    from ..errors import CalfFileExistsError
     from ..study.compare import write_study_json
     from ..study.report_files import check_study_folder
 
-    path = Path(args.plan).expanduser()
-    if path.exists() and not args.overwrite:
-        raise CalfFileExistsError(path)
     check_study_folder(plan.study_dir, overwrite=args.overwrite)
-    commands = [command_line(argvs[r.name]) for r in plan.runs]
-    n = len(commands)
-    doc = {
-        **study_info(args, plan),
-        "commands": commands,
-        "runs": [{"index": i, "name": r.name, "arch": r.arch, "loss": r.loss, "seed": r.seed,
-                  "run_dir": str(r.run_dir), "argv": ["train", *argvs[r.name]],
-                  "command": commands[i]} for i, r in enumerate(plan.runs)],
-        "collect": shlex.join(["napari-calf", "compare", "--collect", str(plan.study_dir)]),
-        "slurm": (f"sbatch --array=0-{n - 1} job.sh, where job.sh runs: "
-                  f"eval \"$(jq -r \".commands[$SLURM_ARRAY_TASK_ID]\" {path.resolve()})\""),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, doc)
+    path = write_commands_file(
+        Path(args.plan), plan, argvs, study_info(args, plan),
+        shlex.join(["napari-calf", "compare", "--collect", str(plan.study_dir)]),
+        overwrite=args.overwrite)
     write_study_json(plan.study_dir, study_info(args, plan))
     return path
 
@@ -264,106 +248,12 @@ def run(args: argparse.Namespace) -> int:
         check_run_matches(r)
     write_study_json(plan.study_dir, study_info(args, plan))
     if args.devices:
-        code = _run_concurrently(args, plan, argvs)
+        code = run_concurrently(args, plan, argvs)
     else:
-        code = _run_in_process(args, plan)
+        code = run_in_process(args, plan)
     if code:
         return code
     return collect(args, plan.study_dir)
-
-
-def _run_in_process(args: argparse.Namespace, plan: Any) -> int:
-    from tqdm.auto import tqdm
-
-    from ..study.compare import StudyRunEvent, iter_run_study
-    from ..engine.training_events import EpochEnd, TrainStarted, TrainStep
-
-    gen = iter_run_study(plan)
-    bar = None
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                outcome = stop.value
-                break
-            if isinstance(ev, StudyRunEvent):
-                if bar is not None:
-                    bar.close()
-                    bar = None
-                tail = f" ({ev.message})" if ev.message else ""
-                tqdm.write(f"[{ev.index}/{ev.total}] {ev.name}: {ev.action}{tail}")
-            elif isinstance(ev, TrainStarted):
-                sel = ev.selection or {}
-                tqdm.write(f"  split {len(ev.train_cases)}/{len(ev.val_cases)} cases, "
-                           f"CALF selection {sel.get('transform')}, loss "
-                           f"{(ev.loss or {}).get('formula') or (ev.loss or {}).get('name')}")
-            elif isinstance(ev, TrainStep):
-                if bar is None:
-                    bar = tqdm(total=ev.total_steps, desc="  train", unit="step",
-                               disable=args.no_progress, leave=False)
-                bar.n = ev.step
-                bar.set_postfix_str(f"epoch {ev.epoch}/{ev.epochs}, loss {ev.loss:.4f}",
-                                    refresh=True)
-            elif isinstance(ev, EpochEnd):
-                tqdm.write(f"  epoch {ev.epoch}/{ev.epochs}: Dice {ev.dice:.4f}, FP on "
-                           f"tumour-free slices {fmt(ev.fp_rate_empty)}")
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        gen.close()  # the running training saves its resume state
-        print("Stopped. Run the same command again to resume the study.", file=sys.stderr)
-        return 130
-    finally:
-        if bar is not None:
-            bar.close()
-    failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
-    for name, why in failed.items():
-        print(f"{name}: {why}", file=sys.stderr)
-    if "stopped" in outcome.values():
-        return 130
-    return 0
-
-
-def _run_concurrently(args: argparse.Namespace, plan: Any, argvs: dict[str, list[str]]) -> int:
-    from ..study.compare import LOGS_DIR, run_status
-    from ..study.jobs import iter_run_commands
-
-    devices = _split_names(args.devices, "--devices")
-    exe = [sys.executable, "-m", "napari_calf._cli.main", "train"]
-    jobs = []
-    for r in plan.runs:
-        status = run_status(r.run_dir)
-        if status == "finished":
-            print(f"{r.name}: finished earlier, skipped")
-        elif status == "resumable":
-            jobs.append((r.name, [*exe, "--resume", str(r.run_dir)]))
-        else:
-            jobs.append((r.name, [*exe, *argvs[r.name], *(["--overwrite"] if status == "restart"
-                                                          else [])]))
-    log_dir = plan.study_dir / LOGS_DIR
-    codes: dict[str, int] = {}
-    gen = iter_run_commands(jobs, devices, log_dir=log_dir)
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                codes = stop.value
-                break
-            if ev.action == "start":
-                print(f"{ev.name}: started on {ev.device} (log {ev.log})")
-            else:
-                print(f"{ev.name}: {'done' if ev.returncode == 0 else f'exit {ev.returncode}'} "
-                      f"on {ev.device}")
-    except KeyboardInterrupt:
-        gen.close()  # SIGINT to every running training: they save their resume state
-        print("Stopped. Run the same command again to resume the study.", file=sys.stderr)
-        return 130
-    bad = {k: c for k, c in codes.items() if c != 0}
-    for name, code in bad.items():
-        print(f"{name}: failed (exit {code}); see {log_dir / (name + '.log')}", file=sys.stderr)
-    return 0  # report on the runs that finished; failures were listed
 
 
 # --------------------------------------------------------------------------- collect
@@ -390,6 +280,22 @@ def collect(args: argparse.Namespace, study_dir: Path) -> int:
     _print_summary(summary)
     print(f"Report: {study_dir / 'README.md'} (summary.csv, summary.json, paired.csv"
           + (", plots/" if summary.get("plots") else "") + ")")
+    if args.truth is not None:
+        truth = Path(args.truth).expanduser().resolve()
+        records, notes = drain_with_tqdm(
+            iter_collect(study_dir, data_dir=args.collect_data, device=args.device or "auto",
+                         batch_size=args.eval_batch_size, labels_from=truth),
+            "evaluate (truth)", disable=args.no_progress)
+        notes = [f"every run is scored against the labels in {truth}, not the dataset's own "
+                 "labels it trained on", *notes]
+        out = study_dir / TRUTH_REPORT_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        summary = write_report(out, records, notes=notes, thresholds=thresholds,
+                               info={**info, "truth_dir": str(truth)}, reference=args.reference,
+                               n_resamples=args.bootstrap, plots=not args.no_plots)
+        print(f"Against the labels in {truth}:")
+        _print_summary(summary)
+        print(f"Report: {out / 'README.md'}")
     return 0
 
 

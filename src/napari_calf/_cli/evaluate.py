@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lesion-dilation", type=_whole_non_negative, default=3, metavar="N",
                    help="voxels of dilation that merge nearby ground-truth lesions and widen "
                         "matching (default 3 as BraTS 2023 glioma; 1 for meningioma, metastases)")
+    p.add_argument("--cases", default=None, metavar="ID,ID",
+                   help="only these cases (comma-separated ids), e.g. a run's validation cases")
+    p.add_argument("--labels-from", type=Path, default=None, metavar="DIR",
+                   help="score against DIR/<case_id>/<label file name> where it exists (an "
+                        "audit's corrections/, or a phantom's truth/) instead of DATA's labels")
     add_json_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,7 +87,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                           hd95_convention=args.hd95,
                           lesion_min_volume_mm3=args.lesion_min_volume,
                           lesion_dilation_voxels=args.lesion_dilation,
-                          channel_order=args.channel_order),
+                          channel_order=args.channel_order,
+                          labels_from=args.labels_from, case_ids=_case_ids(args.cases)),
         "evaluate", disable=args.no_progress,
     )
     rows = ev.cases
@@ -102,6 +108,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             "missed_or_false_lesion_hd95_mm": 374.0,
             **ev.lesion_settings,
         },
+        "labels_from": None if args.labels_from is None else str(args.labels_from),
         "cases": rows,
         "mean": _means(rows, CASE_METRIC_KEYS),
         "mean_held_out": (_means(held_out, CASE_METRIC_KEYS)
@@ -111,6 +118,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "size_buckets": ev.bucket_summary(),
         "bucket_names": list(SIZE_BUCKETS),
     }
+
+
+def _case_ids(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    ids = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not ids:
+        from ..errors import CalfConfigError
+
+        raise CalfConfigError("--cases is empty. Fix: give comma-separated case ids.")
+    return ids
 
 
 def _means(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float | None]:

@@ -28,7 +28,8 @@ from ..errors import CalfError
 from ._terminal import TerminalGuard
 
 #: Subcommands in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("phantom", "analyze", "train", "predict", "evaluate", "compare")
+SUBCOMMANDS: tuple[str, ...] = ("phantom", "analyze", "train", "predict", "evaluate", "compare",
+                               "audit")
 #: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 

@@ -121,6 +121,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_target_args(d)
     d.add_argument("--val-fraction", type=open_fraction, default=0.2,
                    help="share of cases held out for validation (at least one; default 0.2)")
+    d.add_argument("--val-cases", default=None, metavar="ID,ID",
+                   help="validate on exactly these cases (comma-separated ids); the others "
+                        "train and --val-fraction is not used")
+    d.add_argument("--labels-from", type=Path, default=None, metavar="DIR",
+                   help="use DIR/<case_id>/<label file name> as a case's label where it "
+                        "exists (an audit's corrections/ folder); corrected cases always "
+                        "train, their corrected slices are always in the training set, and "
+                        "the run card lists them. With --init, the corrected cases are "
+                        "scored before and after")
     d.add_argument("--max-slices-per-case", type=positive_int, default=None, metavar="N",
                    help="train on at most N slices per case (sampled with the seed)")
     d.add_argument("--unit", choices=("px", "mm2"), default="px", help="area unit for the statistics")
@@ -154,6 +163,8 @@ def build_config(args: argparse.Namespace) -> Any:
         val_fraction=args.val_fraction, max_slices_per_case=args.max_slices_per_case,
         cache_dir=None if args.cache_dir is None else str(args.cache_dir), store=args.store,
         rules_path=None if args.rules is None else str(args.rules),
+        val_cases=_val_cases(args.val_cases),
+        labels_from=None if args.labels_from is None else str(Path(args.labels_from).resolve()),
     )
     model = ModelConfig(arch=args.arch, encoder=args.encoder, encoder_weights=args.encoder_weights,
                         encoder_depth=args.encoder_depth,
@@ -214,6 +225,17 @@ def _resume_lines(args: argparse.Namespace, plan: Any) -> list[str]:
     lines = [f"Resuming {args.resume} with its own settings"
              + (f"; applying {', '.join(applied)}." if applied else ".")]
     return lines + [f"note: {note}" for note in plan.notes]
+
+
+def _val_cases(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    ids = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    if not ids:
+        from ..errors import CalfConfigError
+
+        raise CalfConfigError("--val-cases is empty. Fix: give comma-separated case ids.")
+    return ids
 
 
 def _epoch_line(ev: Any) -> str:
@@ -339,8 +361,46 @@ def run(args: argparse.Namespace) -> int:
         "split": None if started is None else {"train": list(started.train_cases),
                                                "val": list(started.val_cases)},
     }
+    if config.data.labels_from:
+        summary["corrections"] = _report_corrections(result.run_dir, config, args)
     write_json_output(args.json, clean_json(summary), overwrite=args.overwrite)
     return 0
+
+
+def _report_corrections(run_dir: Path, config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Print which labels came from --labels-from and, with --init, the corrected cases'
+    Dice against their corrected labels before (the --init run) and after (this run)."""
+    from ..engine.checkpoints import RUN_CARD, read_json
+    from ..study.evaluation import iter_evaluate_run
+    from . import drain_with_tqdm
+
+    card = read_json(Path(run_dir) / RUN_CARD)
+    info = (card.get("data") or {}).get("labels_from") or {}
+    rows = [r for r in info.get("cases") or [] if r.get("voxels_changed")]
+    print(f"Labels from {info.get('dir')}: {len(rows)} corrected case(s), "
+          f"{sum(len(r['slices']) for r in rows)} corrected slice(s), always trained on.")
+    out: dict[str, Any] = {"cases": [r["case_id"] for r in rows]}
+    init = config.model.init
+    if not rows or not init:
+        return out
+    ids = [r["case_id"] for r in rows]
+    scores = {}
+    for name, run in (("before", Path(init)), ("after", Path(run_dir))):
+        if run.is_file():
+            run = run.parent
+        ev = drain_with_tqdm(iter_evaluate_run(run, config.data.data_dir, case_ids=ids,
+                                               device=config.train.device,
+                                               labels_from=config.data.labels_from),
+                             f"score {name}", disable=args.no_progress)
+        scores[name] = {r["case_id"]: r["dice"] for r in ev.cases}
+    trained = {r["case_id"] for r in rows if r.get("in_training_split")}
+    print("Corrected cases, Dice against the corrected labels (a training case's 'after' is "
+          "in-sample):")
+    for cid in ids:
+        print(f"  {cid:<28} before {fmt(scores['before'].get(cid))}  after "
+              f"{fmt(scores['after'].get(cid))}  ({'training' if cid in trained else 'validation'})")
+    out["dice_before"], out["dice_after"] = scores["before"], scores["after"]
+    return out
 
 
 def _print_start(ev: Any) -> None:

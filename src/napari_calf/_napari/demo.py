@@ -89,8 +89,13 @@ def show_tumour_slice(viewer: Any, labels_name: str) -> int | None:
     return index
 
 
+#: The main job's docks, which the demo opens tabbed; the others (annotation review,
+#: sample dataset) are one click away in the Plugins menu, so the window keeps its room.
+MAIN_JOB_WIDGETS = ("Imbalance analysis (CALF)", "Fine-tune (CALF)", "Review predictions (CALF)")
+
+
 def dock_plugin_widgets(viewer: Any, widgets_out: dict[str, Any] | None = None) -> list[Any]:
-    """Dock every widget the manifest declares, tabbed; returns the dock widgets.
+    """Dock the main job's widgets the manifest declares, tabbed; returns the dock widgets.
 
     ``widgets_out``, when given, receives each docked widget under its display name.
 
@@ -105,11 +110,17 @@ def dock_plugin_widgets(viewer: Any, widgets_out: dict[str, Any] | None = None) 
         print(f"napari-calf demo: the {PLUGIN} plugin is not registered with napari; "
               "no widgets docked (is the package installed? `pip install -e .`)", file=sys.stderr)
         return []
+    from .widgets._dock import menu_name
+
     docked: list[Any] = []
     for contribution in manifest.contributions.widgets or []:
         name = contribution.display_name
+        if name not in MAIN_JOB_WIDGETS:
+            continue
         try:
-            dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=bool(docked))
+            widget = contribution.get_callable()(napari_viewer=viewer)
+            # named as the Plugins menu names it: the menu then toggles this dock
+            dock = viewer.window.add_dock_widget(widget, name=menu_name(name), tabify=bool(docked))
         except Exception as exc:  # a broken widget must not take the demo down
             print(f"napari-calf demo: could not open the widget {name!r} "
                   f"({type(exc).__name__}: {exc}); skipped.", file=sys.stderr)
@@ -118,6 +129,10 @@ def dock_plugin_widgets(viewer: Any, widgets_out: dict[str, Any] | None = None) 
         if widgets_out is not None:
             widgets_out[name] = widget
     _raise_first(docked)
+    # tabs settle only once the window has laid them out: raise the first again then
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, lambda: _raise_first(docked))
     return docked
 
 
@@ -219,14 +234,15 @@ def build_viewer(*, widgets: bool = True, main_job: bool = True) -> tuple[Any, A
     from .sample_data import LABELS_NAME
 
     viewer = napari.Viewer(title="napari-calf demo: brain-tumour phantom")
-    viewer.window.resize(1560, 960)
+    fit_window_to_screen(viewer)
     # Through npe2, exactly as File > Open Sample does: proves the manifest entry works.
     viewer.open_sample(PLUGIN, SAMPLE_KEY)
     viewer.dims.ndisplay = 2
     viewer.reset_view()
     show_tumour_slice(viewer, LABELS_NAME)
     by_name: dict[str, Any] = {}
-    docks = dock_plugin_widgets(viewer, by_name) if widgets else []
+    if widgets:
+        dock_plugin_widgets(viewer, by_name)
     analysis = None
     if widgets and main_job:
         try:
@@ -235,11 +251,36 @@ def build_viewer(*, widgets: bool = True, main_job: bool = True) -> tuple[Any, A
         except Exception as exc:  # the demo still shows the sample case
             print(f"napari-calf demo: could not prepare the demo dataset ({type(exc).__name__}: "
                   f"{exc}); the widgets start empty.", file=sys.stderr)
-    # Tabs settle only once the window is shown: raise the first again then.
-    from qtpy.QtCore import QTimer
+    from .widgets._dock import fit_view_soon
 
-    QTimer.singleShot(0, lambda: _raise_first(docks))
+    fit_view_soon(viewer)  # the docks narrowed the canvas: frame the whole brain again
     return viewer, analysis
+
+
+#: Window size on screens that have room for it; smaller screens get all they have.
+PREFERRED_SIZE = (1560, 960)
+
+
+def fit_window_to_screen(viewer: Any) -> tuple[int, int]:
+    """Size the main window to :data:`PREFERRED_SIZE`, or to the screen's free area if smaller.
+
+    Returns the size set (the window's inside, without the frame a window manager adds).
+    """
+    from .widgets._dock import main_window
+
+    window = main_window(viewer)
+    if window is None:
+        return PREFERRED_SIZE
+    screen = window.screen()
+    width, height = PREFERRED_SIZE
+    if screen is not None:
+        free = screen.availableGeometry()
+        frame_w = max(0, window.frameGeometry().width() - window.geometry().width())
+        frame_h = max(0, window.frameGeometry().height() - window.geometry().height())
+        width, height = min(width, free.width() - frame_w), min(height, free.height() - frame_h)
+        window.move(free.topLeft())
+    window.resize(width, height)
+    return width, height
 
 
 def _wait_for_analysis(analysis: Any, timeout_s: float = 120.0) -> None:
@@ -247,9 +288,28 @@ def _wait_for_analysis(analysis: Any, timeout_s: float = 120.0) -> None:
     if analysis is None:
         return
     end = time.monotonic() + timeout_s
-    while getattr(analysis, "worker", None) is not None and time.monotonic() < end:
+
+    def drawing() -> bool:  # measuring, recomputing, or plots still being drawn
+        plots = (getattr(analysis, "histogram", None), getattr(analysis, "transform_plot", None))
+        return bool(getattr(analysis, "busy", False)) or any(
+            p is not None and not p.is_current() for p in plots)
+
+    while drawing() and time.monotonic() < end:
         _settle(0.1)
     _settle(0.5)
+
+
+def _wait_for_plots(viewer: Any, timeout_s: float = 60.0) -> None:
+    """Headless: let every plot draw at its final size (plots draw in the background)."""
+    from .widgets._dock import main_window
+    from .widgets._plots import ThemedPlot
+
+    window = main_window(viewer)
+    plots = window.findChildren(ThemedPlot) if window is not None else []
+    end = time.monotonic() + timeout_s
+    _settle(0.2)  # resize timers fire first
+    while any(not plot.is_current() for plot in plots if plot.isVisible()) and time.monotonic() < end:
+        _settle(0.1)
 
 
 def save_screenshot(viewer: Any, path: Path) -> Path:
@@ -293,8 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     shot = (args.screenshot or Path(DEFAULT_SCREENSHOT)).expanduser().resolve()
     shot.parent.mkdir(parents=True, exist_ok=True)
     viewer.window.show()
+    fit_window_to_screen(viewer)  # show() restores napari's saved window size, maybe too big here
     _settle(SETTLE_S)
     _wait_for_analysis(analysis)
+    viewer.reset_view()  # the final canvas size is known now
+    _wait_for_plots(viewer)
+    _settle(0.3)
     save_screenshot(viewer, shot)
     print(f"napari-calf demo: screenshot saved to {shot}")
     viewer.close()

@@ -317,6 +317,7 @@ def iter_dataset_areas(
 
             volume = load_volume(labels, label=True)
             labels, spacing = volume.data, tuple(volume.spacing)
+            del volume  # else it keeps this label alive while the next one loads
         try:
             mask = binary_target(labels, target, conv)
             areas = slice_areas(mask, axis=axis, spacing=spacing, unit=unit)

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from ._loss_math import LOGIT_CLAMP, LOGIT_EPS, _check_pair, _float32_region, calf_terms
-from ..errors import CalfConfigError, CalfInputError
+from ..errors import CalfConfigError
 from .rules import DEFAULT_RULES, select_transform
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CalfCheckpointError, CalfError, CalfFileExistsError, CalfInputError
-from ..io.files import _umask, atomic_path, write_text_atomic  # noqa: F401 (re-exported)
+from ..io.files import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

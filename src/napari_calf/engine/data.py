@@ -47,15 +47,36 @@ def zscore_brain(volume: np.ndarray, clip: float = 5.0) -> np.ndarray:
         (there is no contrast to normalise) rather than NaN.
     """
     volume = np.asarray(volume, dtype=np.float32)
-    brain = volume != 0
-    out = np.zeros(volume.shape, dtype=np.float32)
-    if not brain.any():
-        return out
-    values = volume[brain].astype(np.float64)
-    mean = values.mean()
-    std = values.std()
+    mean, std = brain_moments(volume)
+    return apply_zscore(volume, mean, std, clip)
+
+
+def brain_moments(volume: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation (float64) of the non-zero voxels; (0, 0) when none."""
+    volume = np.asarray(volume, dtype=np.float32)
+    values = volume[volume != 0].astype(np.float64)
+    if values.size == 0:
+        return 0.0, 0.0
+    return float(values.mean()), float(values.std())
+
+
+def apply_zscore(values: np.ndarray, mean: float, std: float, clip: float = 5.0) -> np.ndarray:
+    """:func:`zscore_brain` with moments measured elsewhere, on any part of a volume.
+
+    Preparing training slices measures the moments over the whole volume and then
+    normalises only the chosen slices, which gives exactly the values normalising the
+    whole volume would.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``values``; zeros stay zeros.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    out = np.zeros(values.shape, dtype=np.float32)
     if std > 0 and math.isfinite(std):
-        out[brain] = np.clip((values - mean) / std, -clip, clip).astype(np.float32)
+        brain = values != 0
+        out[brain] = np.clip((values[brain].astype(np.float64) - mean) / std,
+                             -clip, clip).astype(np.float32)
     return out
 
 
@@ -258,13 +279,21 @@ def split_cases(cases: Sequence[Any], val_fraction: float = 0.2, seed: int = 0) 
 
 
 def slices_by_case(case_ids: np.ndarray, slices: np.ndarray, keep: np.ndarray) -> dict[str, np.ndarray]:
-    """Kept slice indices per case (sorted), from per-slice arrays of a ``DatasetAreas``."""
-    out: dict[str, np.ndarray] = {}
+    """Kept slice indices per case (sorted), from per-slice arrays of a ``DatasetAreas``.
+
+    Cases come in the order of their first kept slice. One sort over all slices (not a
+    pass over all slices per case, which grew with cases x slices on BraTS-sized sets).
+    """
     keep = np.asarray(keep, dtype=bool)
-    for cid in dict.fromkeys(np.asarray(case_ids)[keep].tolist()):
-        mask = keep & (case_ids == cid)
-        out[str(cid)] = np.sort(np.asarray(slices)[mask].astype(np.int64))
-    return out
+    ids = np.asarray(case_ids)[keep]
+    kept = np.asarray(slices)[keep].astype(np.int64)
+    if ids.size == 0:
+        return {}
+    names, first, group = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.lexsort((kept, group))  # by case, then by slice
+    bounds = np.searchsorted(group[order], np.arange(names.size + 1))
+    by_name = {str(names[g]): kept[order[bounds[g]:bounds[g + 1]]] for g in range(names.size)}
+    return {str(names[g]): by_name[str(names[g])] for g in np.argsort(first, kind="stable")}
 
 
 def cap_slices_per_case(

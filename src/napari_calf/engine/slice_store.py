@@ -6,14 +6,17 @@ Slices are preprocessed once (:mod:`napari_calf.engine.data`) into two compact a
   in float16, and it halves memory: a 1,251-case BraTS set fits a 32 GB workstation)
 - ``targets`` uint8,   shape (N, H, W)
 
-Small stores live in memory. Larger ones are numpy memmaps in a cache folder
+Small stores live in memory. Larger ones are ``.npy`` files in a cache folder
 (default ``~/.cache/napari-calf``), keyed by a hash of the data files (paths, sizes,
 modification times), the preprocessing settings and the chosen slices, so a second run
 on the same data reuses them. A store is built in a temporary folder and renamed into
 place only when complete, so a half-written store is never reused.
 
-Preparing holds one case in memory at a time and yields
-:class:`~napari_calf.events.Progress` per case.
+Preparing holds one volume in memory at a time (:mod:`~napari_calf.engine.case_slices`)
+and yields :class:`~napari_calf.events.Progress` per case. An on-disk store is written
+and read with plain file I/O (:mod:`~napari_calf.engine._store_io`), never through a
+writable memmap, so the process's memory does not grow with the number of cases; its
+space is reserved before the first case, so a full disk is reported up front.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from .data import Padding, canonical_shape, case_target, common_padded_shape, data_fingerprint
-from .data import padding_for, stack_modalities
+from ._store_io import StoreWriter
+from .case_slices import prepare_case_slices
+from .data import Padding, canonical_shape, common_padded_shape, data_fingerprint, padding_for
 from ..errors import CalfCheckpointError, CalfInputError
 from ..events import Progress
 
@@ -209,8 +213,6 @@ def iter_build_slice_store(
     CalfCheckpointError
         The cache folder cannot be written or lacks space.
     """
-    from ..io.discovery import load_case
-
     chosen = [c for c in sorted(cases, key=lambda c: str(c.case_id))
               if len(selection.get(c.case_id, ())) > 0]
     if not chosen:
@@ -239,7 +241,8 @@ def iter_build_slice_store(
                 for c in chosen}
 
     in_memory = mode == "memory" or (mode == "auto" and nbytes <= MEMORY_SHARE * available_memory())
-    final_dir = None
+    final_dir = tmp_dir = None
+    writers: list[StoreWriter] = []
     if not in_memory:
         root = Path(cache_dir).expanduser() if cache_dir else Path("~/.cache/napari-calf").expanduser()
         final_dir = root / f"slices-{name}-{key[:24]}"
@@ -250,48 +253,42 @@ def iter_build_slice_store(
         if final_dir.exists():  # incomplete or damaged leftovers under our own key: rebuild
             shutil.rmtree(final_dir, ignore_errors=True)
         tmp_dir = _make_tmp_dir(root, final_dir.name, nbytes)
-        images = np.lib.format.open_memmap(
-            tmp_dir / "images.npy", mode="w+", dtype=np.float16, shape=(n, len(modalities), *hw))
-        targets = np.lib.format.open_memmap(
-            tmp_dir / "targets.npy", mode="w+", dtype=np.uint8, shape=(n, *hw))
-    else:
-        images = np.zeros((n, len(modalities), *hw), dtype=np.float16)
-        targets = np.zeros((n, *hw), dtype=np.uint8)
     case_ids = np.empty(n, dtype=object)
     slice_idx = np.empty(n, dtype=np.int64)
     areas = np.empty(n, dtype=np.float64)
 
     pos = 0
     try:
+        if tmp_dir is not None:
+            # positional writes into preallocated files, not a writable memmap: see _store_io
+            where = {"folder": tmp_dir.parent, "needed": nbytes}
+            writers = [StoreWriter(tmp_dir / "images.npy", np.float16, (n, len(modalities), *hw),
+                                   **where),
+                       StoreWriter(tmp_dir / "targets.npy", np.uint8, (n, *hw), **where)]
+        else:
+            images = np.zeros((n, len(modalities), *hw), dtype=np.float16)
+            targets = np.zeros((n, *hw), dtype=np.uint8)
         for done, case in enumerate(chosen, start=1):
-            loaded = load_case(case, require_label=True)
-            stack = stack_modalities({m: v.data for m, v in loaded.images.items()}, clip)
-            mask = case_target(loaded.label.data, target, case.label_convention)  # type: ignore[union-attr]
-            del loaded
             idx = np.asarray(selection[case.case_id], dtype=np.int64)
-            depth = stack.shape[-1]
-            if idx.min() < 0 or idx.max() >= depth:
-                raise CalfInputError(
-                    case.folder,
-                    f"case {case.case_id}: slice {int(idx.max())} asked for, but the case has "
-                    f"{depth} axial slices.",
-                    "the files changed while preparing; run again.",
-                )
-            pad = paddings[case.case_id]
+            case_images, tgt = prepare_case_slices(case, idx, modalities, paddings[case.case_id],
+                                             target, clip)
             k = idx.size
-            # (C, X, Y, Z) -> (k, C, X, Y), padded to (k, C, H, W)
-            images[pos : pos + k] = pad.pad(np.moveaxis(stack[..., idx], -1, 0)).astype(np.float16)
-            tgt = pad.pad(np.moveaxis(mask[..., idx], -1, 0)).astype(np.uint8)
-            targets[pos : pos + k] = tgt
+            if writers:
+                writers[0].write(pos, case_images)
+                writers[1].write(pos, tgt)
+            else:
+                images[pos : pos + k] = case_images
+                targets[pos : pos + k] = tgt
             areas[pos : pos + k] = tgt.reshape(k, -1).sum(axis=1)
             case_ids[pos : pos + k] = case.case_id
             slice_idx[pos : pos + k] = idx
             pos += k
-            del stack, mask
+            del case_images, tgt
             yield Progress("prepare", done, len(chosen), case.case_id)
     except BaseException:
-        if final_dir is not None:
-            del images, targets
+        for writer in writers:
+            writer.close()
+        if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
 
@@ -299,9 +296,8 @@ def iter_build_slice_store(
     if final_dir is None:
         return SliceStore(images, targets, case_ids, slice_idx, areas, modalities, paddings,
                           key=key)
-    images.flush()
-    targets.flush()
-    del images, targets
+    for writer in writers:
+        writer.close()
     np.save(tmp_dir / "case_ids.npy", case_ids)
     np.save(tmp_dir / "slices.npy", slice_idx)
     np.save(tmp_dir / "areas.npy", areas)

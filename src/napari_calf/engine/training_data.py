@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 
+import numpy as np
+
 from ..config import RunConfig
 from .data import CaseSplit, cap_slices_per_case, slices_by_case, split_cases
 from ..errors import CalfInputError
@@ -36,10 +38,12 @@ class PreparedData:
     filter_report: list[dict[str, Any]]
     rules: tuple[Any, ...]
     skipped: tuple[str, ...]
+    labels_from: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """The data part of the run card (JSON-safe)."""
         return {
+            "labels_from": self.labels_from,
             "split": self.split.to_dict(),
             "statistics": self.stats.to_dict(),
             "selection": self.selection.to_dict(),
@@ -88,7 +92,13 @@ def iter_prepare_data(config: RunConfig) -> Generator[Progress, None, PreparedDa
             "add labelled cases (each with a *_seg.nii.gz), or make a sample set with "
             "`napari-calf phantom OUT --cases 6`.",
         )
-    split = split_cases(cases, d.val_fraction, seed)
+    overrides: list[Any] = []
+    if d.labels_from:
+        from .labels_from import apply_label_overrides
+
+        cases, overrides = apply_label_overrides(cases, d.labels_from)
+    corrected = {o.case_id for o in overrides if o.slices}
+    split = split_for(cases, d, seed, corrected)
 
     from ..calf.areas import iter_dataset_areas
 
@@ -107,6 +117,12 @@ def iter_prepare_data(config: RunConfig) -> Generator[Progress, None, PreparedDa
     train_sel = cap_slices_per_case(
         slices_by_case(areas.case_ids, areas.slices, filt.keep), d.max_slices_per_case, seed
     )
+    # corrected slices are what the corrections are for: never left to the empty-slice
+    # sampling or the per-case cap
+    forced = {o.case_id: np.asarray(o.slices, dtype=np.int64) for o in overrides
+              if o.slices and o.case_id in set(split.train_ids)}
+    for cid, slices in forced.items():
+        train_sel[cid] = np.union1d(train_sel.get(cid, np.zeros(0, np.int64)), slices)
 
     val_gen = iter_dataset_areas(list(split.val), target=d.target, unit=d.unit)
     val_areas = yield from _restage(val_gen, "areas-val")
@@ -139,7 +155,53 @@ def iter_prepare_data(config: RunConfig) -> Generator[Progress, None, PreparedDa
         filter_report=report[:_REPORT_LIMIT],
         rules=rules,
         skipped=tuple(skipped_unlabelled) + tuple(areas.skipped) + tuple(val_areas.skipped),
+        labels_from=None if not d.labels_from else {
+            "dir": str(d.labels_from),
+            "cases": [{**o.to_dict(), "in_training_split": o.case_id in forced,
+                       "slices_always_trained": len(forced.get(o.case_id, ()))}
+                      for o in overrides]},
     )
+
+
+def split_for(cases: list[Any], d: Any, seed: int, corrected: set[str]) -> CaseSplit:
+    """The case split of a run.
+
+    ``d.val_cases`` names the validation cases when set (a cross-validation fold).
+    Otherwise cases with corrected labels always train (the corrections are what a
+    fine-tuning run is for) and the seeded split is drawn among the others.
+
+    Raises
+    ------
+    CalfInputError
+        An unknown validation case, no case left for training, or every case corrected
+        (nothing left to validate on) without ``val_cases``.
+    """
+    by_id = {c.case_id: c for c in cases}
+    if d.val_cases:
+        unknown = [cid for cid in d.val_cases if cid not in by_id]
+        if unknown:
+            raise CalfInputError(d.data_dir, f"has no labelled case {', '.join(unknown[:5])} "
+                                 "named as a validation case.",
+                                 "name validation cases by the ids `napari-calf analyze` lists.")
+        val = set(d.val_cases)
+        train = tuple(c for c in sorted(cases, key=lambda c: c.case_id) if c.case_id not in val)
+        if not train:
+            raise CalfInputError(d.data_dir, "has no case left for training: every case is a "
+                                 "validation case.", "name fewer validation cases.")
+        return CaseSplit(train=train, val=tuple(by_id[cid] for cid in sorted(val)),
+                         seed=int(seed), val_fraction=len(val) / len(cases))
+    if not corrected:
+        return split_cases(cases, d.val_fraction, seed)
+    others = [c for c in cases if c.case_id not in corrected]
+    if not others:
+        raise CalfInputError(d.labels_from, "corrects every case, so none is left to "
+                             "validate on.", "name the validation cases with --val-cases.")
+    if len(others) == 1:
+        inner = CaseSplit(train=(), val=tuple(others), seed=int(seed), val_fraction=d.val_fraction)
+    else:
+        inner = split_cases(others, d.val_fraction, seed)
+    train = tuple(sorted(list(inner.train) + [by_id[c] for c in corrected], key=lambda c: c.case_id))
+    return CaseSplit(train=train, val=inner.val, seed=int(seed), val_fraction=d.val_fraction)
 
 
 def _restage(gen: Generator[Any, None, Any], stage: str) -> Generator[Any, None, Any]:

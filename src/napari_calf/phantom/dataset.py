@@ -11,7 +11,9 @@ per-slice tumour areas) has something to choose between; see
 :mod:`napari_calf.phantom.tumours` for how, and the measured S/K per preset.
 
 Everything is deterministic for a seed (same seed: byte-identical arrays) and takes
-about a second per case. The data is synthetic: it is for trying the tools, not for
+about a second per case. ``full_size=True`` builds the cases on BraTS geometry instead
+(240 x 240 x 155 voxels of 1 mm, the template resampled), about ten times the voxels
+and the time, for measuring memory and speed at the size of real data. The data is synthetic: it is for trying the tools, not for
 drawing clinical conclusions.
 
 No torch here.
@@ -35,6 +37,7 @@ from ..events import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..io.discovery import Case
+    from .label_error_spec import LabelErrorSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class PhantomCase:
     affine : ndarray, shape (4, 4)
         Voxel-to-world (mm) affine, RAS.
     spacing : tuple of float
-        Voxel size in mm (2, 2, 2).
+        Voxel size in mm: (2, 2, 2), or (1, 1, 1) for full-size cases.
     brain : ndarray of bool, shape (X, Y, Z)
         The brain mask the images are non-zero on.
     tissue : dict
@@ -118,7 +121,7 @@ class _Draw:
     info: dict[str, Any]
 
 
-def _draw(seed: int, skew: str, case_index: int, n_cases: int) -> _Draw:
+def _draw(seed: int, skew: str, case_index: int, n_cases: int, full_size: bool = False) -> _Draw:
     from scipy import ndimage as ndi
 
     from . import tumours as _tumour_shapes
@@ -133,9 +136,9 @@ def _draw(seed: int, skew: str, case_index: int, n_cases: int) -> _Draw:
             f"Fix: use 0 <= case_index < n_cases."
         )
     rng = np.random.default_rng([seed, case_index, 0xCA1F])
-    channels, affine = template()
+    channels, affine = template(bool(full_size))
     voxel_mm = float(np.sqrt((affine[:3, 0] ** 2).sum()))
-    params = warp_params(rng, channels["brain"].shape)
+    params = warp_params(rng, channels["brain"].shape, voxel_mm)
     brain = warp(channels["brain"], params) > 0.5
     wm = np.clip(warp(channels["wm"], params), 0, 1) * brain
     preset = _tumour_shapes.SIZE_PRESETS[skew]
@@ -155,18 +158,22 @@ def _draw(seed: int, skew: str, case_index: int, n_cases: int) -> _Draw:
         "size_quantile": round(quantile, 4),
         "lesion_radii_mm": [round(les.radius * voxel_mm, 2) for les in lesions],
     }
+    if full_size:
+        info["full_size"] = True
     return _Draw(rng, params, brain, wm, label, info)
 
 
-def make_labels(seed: int, *, skew: str = "right", case_index: int = 0, n_cases: int = 1) -> np.ndarray:
+def make_labels(seed: int, *, skew: str = "right", case_index: int = 0, n_cases: int = 1,
+                full_size: bool = False) -> np.ndarray:
     """The label map of :func:`make_case` with the same arguments, without the images.
 
     Several times faster than :func:`make_case`; for size statistics over many cases.
     """
-    return _draw(seed, skew, case_index, n_cases).label
+    return _draw(seed, skew, case_index, n_cases, full_size).label
 
 
-def make_case(seed: int, *, skew: str = "right", case_index: int = 0, n_cases: int = 1) -> PhantomCase:
+def make_case(seed: int, *, skew: str = "right", case_index: int = 0, n_cases: int = 1,
+              full_size: bool = False) -> PhantomCase:
     """Synthesise one case.
 
     Parameters
@@ -178,6 +185,9 @@ def make_case(seed: int, *, skew: str = "right", case_index: int = 0, n_cases: i
     case_index, n_cases : int
         Position of the case in its dataset: sizes are spread over the preset's
         distribution by stratified quantiles across the ``n_cases`` cases.
+    full_size : bool
+        BraTS geometry (240 x 240 x 155, 1 mm) instead of the 2 mm template grid.
+        Lesion sizes are drawn in mm, so the size statistics match the 2 mm cases'.
 
     Returns
     -------
@@ -190,8 +200,8 @@ def make_case(seed: int, *, skew: str = "right", case_index: int = 0, n_cases: i
     """
     from . import mri as _phantom_mri
 
-    draw = _draw(seed, skew, case_index, n_cases)
-    channels, affine = template()
+    draw = _draw(seed, skew, case_index, n_cases, full_size)
+    channels, affine = template(bool(full_size))
     brain = draw.brain
     gm = np.clip(warp(channels["gm"], draw.warp), 0, 1) * brain
     t1 = np.clip(warp(channels["t1"], draw.warp), 0, None) * brain
@@ -243,12 +253,23 @@ def write_dataset(
     seed: int = 0,
     skew: str = "right",
     overwrite: bool = False,
+    label_errors: LabelErrorSpec | str | None = None,
+    full_size: bool = False,
 ) -> Generator[Progress, None, list[Case]]:
     """Write a BraTS-2021-style phantom dataset, one case at a time.
 
     Layout: ``<out_dir>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (images int16,
     labels uint8), plus ``dataset.json`` (what was generated, the per-slice area
     statistics, the template notice) and ``README.md`` saying the data is synthetic.
+    ``full_size=True`` writes BraTS-sized cases (240 x 240 x 155 at 1 mm, about 10 s
+    and 15 MB each) instead of the 2 mm ones.
+
+    With ``label_errors`` (a spec such as ``"missed=0.15,dilate=0.1:2mm"``, see
+    :mod:`napari_calf.phantom.label_errors`) the label files carry those annotation
+    errors (injected with ``seed``, each case's brain mask bounding where voxels are
+    added), the clean labels go to ``<out_dir>/truth/`` in the same layout and
+    ``<out_dir>/label_errors.json`` lists every injected error (see
+    :mod:`napari_calf.phantom.noisy`). The area statistics describe the label files.
 
     Arguments are checked when this is called; the work happens as the returned
     generator is driven (``events.drain`` or the CLI's tqdm driver).
@@ -270,12 +291,15 @@ def write_dataset(
     CalfInputError
         ``out_dir`` is a file.
     CalfConfigError
-        Bad ``n_cases``, ``seed`` or ``skew``.
+        Bad ``n_cases``, ``seed``, ``skew`` or ``label_errors`` spec.
     """
+    from .noisy import check_spec
+
     out_dir = Path(out_dir)
     n_cases = _check_int("n_cases", n_cases, 1)
     seed = _check_int("seed", seed, 0)
     _check_skew(skew)
+    spec = None if label_errors is None else check_spec(label_errors)
     if out_dir.exists() and not out_dir.is_dir():
         raise CalfInputError(
             out_dir, "is a file, not a folder.", "give a new or empty folder for the dataset."
@@ -283,11 +307,12 @@ def write_dataset(
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         # A non-empty folder may be someone's data: refuse before writing anything.
         raise CalfFileExistsError(out_dir)
-    return _write_dataset(out_dir, n_cases, seed, skew, overwrite)
+    return _write_dataset(out_dir, n_cases, seed, skew, overwrite, spec, bool(full_size))
 
 
-def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str,
-                   overwrite: bool) -> Generator[Progress, None, list[Case]]:
+def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str, overwrite: bool,
+                   spec: LabelErrorSpec | None,
+                   full_size: bool = False) -> Generator[Progress, None, list[Case]]:
     from . import tumours as _tumour_shapes
     from ..io.discovery import Case
     from ..io.volumes import save_volume
@@ -297,32 +322,52 @@ def _write_dataset(out_dir: Path, n_cases: int, seed: int, skew: str,
     cases: list[Case] = []
     areas: list[np.ndarray] = []
     per_case: list[dict[str, Any]] = []
+    clean: dict[str, np.ndarray] = {}
+    brains: dict[str, np.ndarray] = {}
     for index in range(n_cases):
-        case = make_case(seed, skew=skew, case_index=index, n_cases=n_cases)
+        case = make_case(seed, skew=skew, case_index=index, n_cases=n_cases, full_size=full_size)
         folder = out_dir / case.case_id
         images = {}
         for name in MODALITIES:
             images[name] = save_volume(case.images[name], folder / f"{case.case_id}_{name}.nii.gz",
                                        case.affine, overwrite=overwrite, dtype=np.int16)
-        seg = save_volume(case.label, folder / f"{case.case_id}_seg.nii.gz", case.affine,
-                          overwrite=overwrite, dtype=np.uint8)
+        seg = folder / f"{case.case_id}_seg.nii.gz"
+        if spec is None:
+            seg = save_volume(case.label, seg, case.affine, overwrite=overwrite, dtype=np.uint8)
+            areas.append(_tumour_shapes.nonzero_slice_areas(case.label))
+        else:  # labels are written once every case is drawn (errors are drawn dataset-wide)
+            clean[case.case_id], brains[case.case_id] = case.label, case.brain
+            grid = (case.spacing, case.affine)
         cases.append(Case(case.case_id, images, seg, "brats2021", "brats2021"))
-        areas.append(_tumour_shapes.nonzero_slice_areas(case.label))
         per_case.append({"case_id": case.case_id, **case.info,
                          "tumour_voxels": int(np.count_nonzero(case.label))})
-        yield Progress("case", index + 1, n_cases, case.case_id)
+        case_id = case.case_id
+        del case  # one case in memory at a time (a full-size case is ~0.5 GB)
+        yield Progress("case", index + 1, n_cases, case_id)
+    errors = None
+    if spec is not None:
+        from .noisy import write_noisy_labels
+
+        noisy, records = write_noisy_labels(out_dir, clean, brains, grid[0], grid[1], spec,
+                                            seed=seed, overwrite=overwrite)
+        errors = {"spec": spec.describe(), "n_errors": len(records),
+                  "record": "label_errors.json", "truth": "truth/"}
+        areas = [_tumour_shapes.nonzero_slice_areas(label) for label in noisy.values()]
     summary = slice_area_summary(np.concatenate(areas))
-    _write_metadata(out_dir, n_cases, seed, skew, summary, per_case, overwrite)
+    _write_metadata(out_dir, n_cases, seed, skew, summary, per_case, overwrite, errors,
+                    full_size)
     log.debug("wrote %d phantom cases to %s (per-slice area S=%s, K=%s)", n_cases, out_dir,
              summary["skewness"], summary["kurtosis"])
     return cases
 
 
 def _write_metadata(out_dir: Path, n_cases: int, seed: int, skew: str, summary: dict,
-                    per_case: list[dict], overwrite: bool) -> None:
+                    per_case: list[dict], overwrite: bool, errors: dict | None = None,
+                    full_size: bool = False) -> None:
     from .. import __version__
 
     notice = template_notice()
+    grid, grid_affine = template(bool(full_size))
     meta = {
         "name": "CALF brain-tumour phantom",
         "synthetic": True,
@@ -333,11 +378,15 @@ def _write_metadata(out_dir: Path, n_cases: int, seed: int, skew: str, summary: 
         "seed": seed,
         "skew": skew,
         "layout": "brats2021",
+        "grid": {"shape": list(grid["brain"].shape),
+                 "voxel_mm": round(float(np.sqrt((grid_affine[:3, 0] ** 2).sum())), 4),
+                 "full_size": bool(full_size)},
         "modalities": list(MODALITIES),
         "labels": {"0": "background", "1": "necrotic tumour core", "2": "peritumoral oedema",
                    "4": "enhancing tumour"},
         "per_slice_area_whole_tumour": {"axis": "axial (z)", "unit": "px", **summary},
         "cases": per_case,
+        "label_errors": errors,
         "anatomy_template": "MNI ICBM152 non-linear symmetric 2009a (Fonov et al., NeuroImage 2009)",
         "template_notice": notice,
     }

@@ -355,6 +355,7 @@ def iter_collect(
     data_dir: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 16,
+    labels_from: str | Path | None = None,
 ) -> Generator[Progress, None, tuple[list[RunRecord], list[str]]]:
     """Evaluate every finished run of a study on its own validation cases.
 
@@ -366,6 +367,10 @@ def iter_collect(
     data_dir : path, optional
         The dataset, when it is not where the runs were trained (e.g. runs trained on a
         cluster and collected on a workstation). Default: each run card's ``data_dir``.
+    labels_from : path, optional
+        Score against these label maps instead of the dataset's (e.g. a phantom's clean
+        ``truth/``; every validation case needs one). Cached apart, as
+        ``evaluations/<run>.truth.json``.
 
     Yields
     ------
@@ -391,6 +396,9 @@ def iter_collect(
             loss = cfg_loss
         key = _evaluation_key(folder, card)
         cache = eval_dir / f"{name}.json"
+        if labels_from is not None:
+            key["labels_from"] = str(Path(labels_from).expanduser().resolve())
+            cache = eval_dir / f"{name}.truth.json"
         evaluation = None
         if cache.is_file():
             with contextlib.suppress(CalfCheckpointError, KeyError, TypeError, ValueError,
@@ -408,7 +416,9 @@ def iter_collect(
             val = list(((card.get("data") or {}).get("split") or {}).get("val") or [])
             try:
                 evaluation = yield from iter_evaluate_run(folder, data, case_ids=val or None,
-                                                          batch_size=batch_size, device=device)
+                                                          batch_size=batch_size, device=device,
+                                                          labels_from=labels_from,
+                                                          require_labels_from=labels_from is not None)
             except CalfError as exc:
                 # one run that cannot be evaluated (weights that do not fit, a case gone)
                 # is listed; the others are still reported

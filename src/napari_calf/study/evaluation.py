@@ -199,6 +199,8 @@ def iter_evaluate_run(
     hd95_convention: str = "monai",
     lesion_min_volume_mm3: float = 50.0,
     lesion_dilation_voxels: int = 3,
+    labels_from: str | Path | None = None,
+    require_labels_from: bool = False,
 ) -> Generator[Progress, None, RunEvaluation]:
     """Predict and score labelled cases with a run; yields ``Progress("evaluate", …)`` per case.
 
@@ -217,6 +219,13 @@ def iter_evaluate_run(
     channel_order : {"names", "positional"}
         How each case's modalities reach the run's channels (see
         :func:`napari_calf.engine.inference.iter_predict_volume`).
+    labels_from : path, optional
+        Score against the label maps in this folder instead, where it has one
+        (``<labels_from>/<case_id>/<label file name>``: a clean truth, an audit's
+        corrections; see :mod:`napari_calf.engine.labels_from`). Rows then carry
+        ``label_from`` (the file scored against).
+    require_labels_from : bool
+        Every evaluated case must have a label in ``labels_from`` (a truth folder).
 
     Raises
     ------
@@ -224,6 +233,8 @@ def iter_evaluate_run(
         No labelled case in ``data_dir``, or a requested case id is not there.
     CalfConfigError
         Unknown HD95 convention or bad lesion settings (before anything is predicted).
+    CalfInputError
+        (with ``require_labels_from``) ``labels_from`` lacks one of the cases' labels.
     """
     from ..events import drain
     from ..engine.inference import iter_predict_volume, load_run
@@ -256,6 +267,12 @@ def iter_evaluate_run(
     if not cases:
         raise CalfInputError(data_dir, "holds no case with a label file to evaluate against.",
                              "give a folder of labelled cases (each with a *_seg.nii.gz).")
+    if labels_from is not None:
+        from ..engine.labels_from import apply_label_overrides
+
+        # the grid is checked when each case is loaded below
+        cases, _ = apply_label_overrides(cases, labels_from, require_all=require_labels_from,
+                                         measure=False)
     split = ((run.card.get("data") or {}).get("split") or {})
     trained_on = set(split.get("train") or [])
     edges = (run.card.get("size_buckets") or {}).get("edges")
@@ -270,9 +287,12 @@ def iter_evaluate_run(
         label = loaded.label  # present: require_label=True
         gt = binary_target(label.data, target, case.label_convention)  # type: ignore[union-attr]
         mask = pred.canonical_probabilities > pred.threshold
-        rows.append({"case_id": case.case_id, "in_training_split": case.case_id in trained_on,
-                     **score_case(mask, gt, label.spacing, hd95_convention=hd95_convention,
-                                  **settings)})
+        row = {"case_id": case.case_id, "in_training_split": case.case_id in trained_on,
+               **score_case(mask, gt, label.spacing, hd95_convention=hd95_convention,
+                            **settings)}
+        if labels_from is not None:
+            row["label_from"] = str(case.label)
+        rows.append(row)
         per = per_slice_dice(mask, gt)
         n = len(per["slice"])
         cols["case_id"].append(np.full(n, case.case_id, dtype=object))

@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
     QProgressBar,
     QPushButton,
     QRadioButton,
@@ -29,7 +28,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._dock import scrollable
 from ._plots import ThemedPlot
+from ._slice_list import SliceList
 from ._rules_table import RulesTable
 
 TARGET_CHOICES = (("Whole tumour", "wt"), ("Tumour core", "tc"), ("Enhancing", "et"))
@@ -52,7 +53,7 @@ def _spin(maximum: float, step: float, decimals: int, special: str | None, tip: 
 
 def build_analysis_ui(w: Any, theme: str) -> None:
     """Create and lay out the analysis widget's controls on ``w``."""
-    root = QVBoxLayout(w)
+    root = QVBoxLayout(scrollable(w))  # the dock scrolls: it fits any screen
     root.setContentsMargins(6, 6, 6, 6)
 
     # -- source ---------------------------------------------------------------------
@@ -80,11 +81,13 @@ def build_analysis_ui(w: Any, theme: str) -> None:
             combo.addItem(text, value)
     w.target_combo.setToolTip("Whole tumour: label > 0; core: necrosis + enhancing; enhancing: "
                               "label 4 (BraTS 2017–2021) or 3 (2023+)")
-    options = QHBoxLayout()
-    for label, combo in (("Target", w.target_combo), ("Slices", w.axis_combo), ("Unit", w.unit_combo)):
-        options.addWidget(QLabel(label))
-        options.addWidget(combo, 1)
-    grid.addLayout(options, 2, 0, 1, 3)
+    # one setting per row: the dock stays narrow (long layer names scroll in their combo)
+    for row, (label, combo) in enumerate(
+            (("Target", w.target_combo), ("Slices", w.axis_combo), ("Unit", w.unit_combo)), start=2):
+        grid.addWidget(QLabel(label), row, 0)
+        grid.addWidget(combo, row, 1, 1, 2)
+    w.layer_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    w.layer_combo.setMinimumContentsLength(12)
     grid.setColumnStretch(1, 1)
     root.addWidget(source)
 
@@ -106,16 +109,26 @@ def build_analysis_ui(w: Any, theme: str) -> None:
 
     # -- the answer, prominent ---------------------------------------------------------
     w.transform_label = QLabel("Loss transform: –")
-    w.transform_label.setStyleSheet("font-size: 15pt; font-weight: bold;")
+    w.transform_label.setStyleSheet("font-size: 14pt; font-weight: bold;")
+    w.transform_label.setWordWrap(True)
     w.transform_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     w.reason_label = QLabel("")
     w.reason_label.setWordWrap(True)
     w.reason_label.setStyleSheet("font-weight: bold;")
     w.reason_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    w.split_note = QLabel(
+        "S and K here describe every analysed slice. Fine-tuning measures them again on its "
+        "training cases only (validation cases are held out), so its numbers can differ a little."
+    )
+    w.split_note.setWordWrap(True)
+    w.split_note.setEnabled(False)  # drawn in the theme's muted text colour: a side note
     root.addWidget(w.transform_label)
     root.addWidget(w.reason_label)
+    root.addWidget(w.split_note)
 
     w.tabs = QTabWidget()
+    w.tabs.tabBar().setElideMode(Qt.TextElideMode.ElideNone)  # whole titles; arrows if needed
+    w.tabs.tabBar().setUsesScrollButtons(True)
     root.addWidget(w.tabs, 1)
 
     # -- distribution tab ----------------------------------------------------------------
@@ -137,8 +150,8 @@ def build_analysis_ui(w: Any, theme: str) -> None:
     dist_layout.addWidget(w.transform_plot, 2)
     w.bin_label = QLabel("Click a bar to list its slices; click a slice to show it.")
     dist_layout.addWidget(w.bin_label)
-    w.bin_list = QListWidget()
-    w.bin_list.setMinimumHeight(90)
+    w.bin_list = SliceList()
+    w.bin_list.setMinimumHeight(80)
     dist_layout.addWidget(w.bin_list, 1)
     w.tabs.addTab(dist, "Distribution")
 
@@ -146,8 +159,10 @@ def build_analysis_ui(w: Any, theme: str) -> None:
     rules = QWidget()
     rules_layout = QVBoxLayout(rules)
     rules_layout.setContentsMargins(2, 4, 2, 2)
-    hint = QLabel("First matching row wins (CALF_METHOD §3). Row 1 is from the paper; the "
-                  "other thresholds are assumptions: edit them and the choice follows.")
+    hint = QLabel("The table is read from the top: the first row whose conditions hold for "
+                  "this dataset's S and K chooses the transform. Row 1 comes from the CALF paper; "
+                  "the other thresholds are this tool's assumptions. Edit them and the choice "
+                  "follows.")
     hint.setWordWrap(True)
     rules_layout.addWidget(hint)
     w.rules_table = RulesTable()
@@ -177,10 +192,13 @@ def build_analysis_ui(w: Any, theme: str) -> None:
     w.filter_counts_label = QLabel("Kept: –   Dropped: –   Flagged: –")
     w.filter_counts_label.setStyleSheet("font-weight: bold;")
     review_layout.addWidget(w.filter_counts_label)
-    review_layout.addWidget(QLabel("Dropped as too small or flagged as outliers (click to show):"))
-    w.flagged_list = QListWidget()
+    w.flagged_caption = QLabel("Slices with tumour that were dropped or flagged (click one to show it):")
+    w.flagged_caption.setWordWrap(True)
+    review_layout.addWidget(w.flagged_caption)
+    w.flagged_list = SliceList()
+    w.flagged_list.setMinimumHeight(80)
     review_layout.addWidget(w.flagged_list, 1)
-    w.tabs.addTab(review, "Filtering && review")
+    w.tabs.addTab(review, "Filtering")
 
     export = QHBoxLayout()
     w.export_stats_button = QPushButton("Export statistics (JSON)…")

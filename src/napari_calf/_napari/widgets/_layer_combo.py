@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtWidgets import QComboBox
 
 NONE_TEXT = "(none)"
+#: ``layer.metadata["napari_calf"]["role"]`` of the layers the review widget makes.
+PREDICTION_ROLE = "prediction"
+ERRORS_ROLE = "errors"
+
+
+def made_by_plugin(layer: Any) -> bool:
+    """Whether ``layer`` is a prediction or error map napari-calf made (not data to analyse)."""
+    info = (getattr(layer, "metadata", None) or {}).get("napari_calf") or {}
+    return info.get("role") in (PREDICTION_ROLE, ERRORS_ROLE)
 
 
 class LayerCombo(QComboBox):
@@ -21,13 +31,17 @@ class LayerCombo(QComboBox):
         napari layer type name, as ``layer._type_string``: ``"image"``, ``"labels"``.
     optional : bool
         Offer "(none)" first.
+    exclude : callable, optional
+        Layers for which it returns True are not offered (e.g. :func:`made_by_plugin`).
     """
 
-    def __init__(self, viewer: Any, kind: str, *, optional: bool = False, parent=None) -> None:
+    def __init__(self, viewer: Any, kind: str, *, optional: bool = False,
+                 exclude: Callable[[Any], bool] | None = None, parent=None) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.kind = kind
         self.optional = optional
+        self.exclude = exclude
         self.setMinimumContentsLength(14)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.refresh()
@@ -35,7 +49,8 @@ class LayerCombo(QComboBox):
     def names(self) -> list[str]:
         """Names of the viewer's layers of this kind, top of the layer list first."""
         return [layer.name for layer in reversed(self.viewer.layers)
-                if getattr(layer, "_type_string", "") == self.kind]
+                if getattr(layer, "_type_string", "") == self.kind
+                and not (self.exclude is not None and self.exclude(layer))]
 
     def refresh(self) -> None:
         """Re-list the layers, keeping the current choice when it still exists."""

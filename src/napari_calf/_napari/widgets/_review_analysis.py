@@ -13,9 +13,10 @@ import numpy as np
 #: Error-layer classes. 0 is background (transparent).
 TP, FP, FN = 1, 2, 3
 ERROR_CLASS_NAMES: dict[int, str] = {TP: "true positive", FP: "false positive", FN: "false negative"}
-#: Colours chosen to stay apart for the common red-green colour deficiencies as well:
-#: green / magenta / yellow differ in blue and in lightness, not only in hue.
-ERROR_COLOURS: dict[int, str] = {TP: "#2ca02c", FP: "#ff00ff", FN: "#ffd700"}
+#: Colours chosen to stay apart from each other for the common red-green colour
+#: deficiencies (blue / magenta / aquamarine differ in lightness and in red, not only in
+#: hue) and from the BraTS label colours (red, green, yellow) of the ground truth.
+ERROR_COLOURS: dict[int, str] = {TP: "#3d8bff", FP: "#ff00ff", FN: "#00ffd0"}
 
 
 def error_map(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:

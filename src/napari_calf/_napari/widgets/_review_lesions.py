@@ -210,6 +210,7 @@ class LesionPanel(QGroupBox):
         self.summary = QLabel(summary_text(None))
         self.summary.setWordWrap(True)
         self.table = LesionTable()
+        self.table.setMinimumWidth(160)  # scrolls sideways itself rather than widening the dock
         self.table.lesion_activated.connect(self.go_to_lesion)
 
         row = QHBoxLayout()

@@ -9,7 +9,8 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from ._review_analysis import SliceRow
 
-COLUMNS = ("slice", "Dice", "GT area (px)", "pred. area (px)")
+#: Short headers: the dock is narrow. Areas are in pixels (the header tooltips say so).
+COLUMNS = ("slice", "Dice", "truth px", "predicted px")
 _SORT_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -43,6 +44,9 @@ class SliceTable(QTableWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(0, len(COLUMNS), parent)
         self.setHorizontalHeaderLabels(list(COLUMNS))
+        for column, tip in ((2, "Tumour area of the ground truth on this slice, in pixels"),
+                            (3, "Tumour area of the prediction on this slice, in pixels")):
+            self.horizontalHeaderItem(column).setToolTip(tip)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

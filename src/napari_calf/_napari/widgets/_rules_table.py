@@ -127,7 +127,8 @@ class RulesTable(QWidget):
 
         buttons = QHBoxLayout()
         for text, slot, tip in (
-            ("Reset to defaults", self.reset_to_defaults, "Put back the table of CALF_METHOD §3"),
+            ("Reset to defaults", self.reset_to_defaults,
+             "Put back the default table: row 1 from the CALF paper, the rest this tool's assumptions"),
             ("Add row", self.add_row, "Insert an 'otherwise → bce-dice' row above the selected one"),
             ("Remove row", self.remove_selected_row, "Delete the selected row"),
         ):

@@ -29,7 +29,7 @@ class UiUpdate:
 
 
 def selection_text(started: TrainStarted) -> str:
-    """One line saying which loss is in force and, for CALF, which transform and why."""
+    """Which loss is in force and, for CALF, which transform, why, and from which slices."""
     loss = dict(started.loss or {})
     selection = dict(started.selection or loss.get("selection") or {})
     name = str(loss.get("name") or loss.get("loss") or "")
@@ -37,11 +37,22 @@ def selection_text(started: TrainStarted) -> str:
     reason = selection.get("reason")
     if name == "calf" or (transform and not name):
         text = f"CALF selected {transform}"
-        return f"{text}: {reason}" if reason else text
-    text = f"Loss: {name or transform}"
-    if transform and reason:
-        text += f" (CALF's rule would select {transform}: {reason})"
+        text = f"{text}: {reason}" if reason else text
+    else:
+        text = f"Loss: {name or transform}"
+        if transform and reason:
+            text += f" (CALF's rule would select {transform}: {reason})"
+    if transform:
+        text += " " + split_note(started)
     return text
+
+
+def split_note(started: TrainStarted) -> str:
+    """Why S and K here differ from the analysis widget's: they come from the training split."""
+    n_train, n_all = len(started.train_cases), len(started.train_cases) + len(started.val_cases)
+    return (f"S and K were measured on the training split only ({n_train} of {n_all} cases; "
+            "validation cases are held out), so they differ a little from the analysis widget's, "
+            "which uses every case.")
 
 
 def describe_event(event: Any) -> UiUpdate:

@@ -110,11 +110,14 @@ class TrainingForm(QWidget):
         defaults = TrainConfig()
         layout = QFormLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        # a narrow dock puts a long row's field under its label instead of overflowing
+        layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
 
         self.data_dir = PathField("Dataset folder (BraTS-style case folders)")
         self.data_dir.edit.setPlaceholderText("dataset folder")
         self.use_analysed = QPushButton("Use analysed")
-        self.use_analysed.setToolTip("Take the dataset folder of the CALF analysis widget.")
+        self.use_analysed.setToolTip("Take the dataset folder of the imbalance analysis widget "
+                                     "(open it from the Plugins menu first).")
         self.data_dir.layout().addWidget(self.use_analysed)
         layout.addRow("Data", self.data_dir)
 
@@ -129,12 +132,15 @@ class TrainingForm(QWidget):
         self.depth.setRange(3, 5)
         self.depth.setValue(ModelConfig().encoder_depth)
         self.depth.setToolTip("Encoder stages: fewer make a smaller, faster network.")
+        for combo in (self.arch, self.encoder):  # long names scroll inside, not widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(10)
         model_row = QHBoxLayout()
-        model_row.addWidget(self.arch, 1)
         model_row.addWidget(self.encoder, 1)
         model_row.addWidget(QLabel("depth"))
         model_row.addWidget(self.depth)
-        layout.addRow("Model", model_row)
+        layout.addRow("Model", self.arch)
+        layout.addRow("Encoder", model_row)
 
         self.loss = QComboBox()
         self.loss.addItems(list(_loss_names()))
@@ -146,9 +152,9 @@ class TrainingForm(QWidget):
         )
         self.selection = QLabel("")
         self.selection.setWordWrap(True)
-        self.selection.setStyleSheet("color: #9fd8ff;")
+        self.selection.setStyleSheet("font-weight: bold;")  # theme colours: readable in light and dark
         # fixed: filled in when a run starts, and must not shift the plots below then
-        self.selection.setFixedHeight(2 * self.selection.fontMetrics().lineSpacing() + 4)
+        self.selection.setFixedHeight(4 * self.selection.fontMetrics().lineSpacing() + 4)
         layout.addRow("Loss", self.loss)
         layout.addRow("", self.selection)
 
@@ -183,7 +189,7 @@ class TrainingForm(QWidget):
         layout.addRow("Optimiser", opt)
 
         self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setRange(0, 999_999)
         self.seed.setValue(defaults.seed)
         self.max_slices = QSpinBox()
         self.max_slices.setRange(0, 100_000)
@@ -200,6 +206,7 @@ class TrainingForm(QWidget):
         self.device = QComboBox()
         self.device.addItems(list(choices))
         self.device_label = QLabel(text)
+        self.device_label.setWordWrap(True)  # a long GPU name must not widen the dock
         dev = QHBoxLayout()
         dev.addWidget(self.device)
         dev.addWidget(self.device_label, 1)

@@ -2,42 +2,58 @@
 
 The user points it at a dataset folder (any layout ``io.discover_cases`` finds)
 or at Labels layers in the viewer. A worker measures the tumour area of every
-slice with the core's ``stats.iter_dataset_areas``; everything after that
-(filtering, S and K, the rule) is cheap and recomputed on the main thread the
-moment a threshold, a rule or a filter setting changes. The same numbers come out
-of ``napari-calf analyze`` on the command line.
+slice with the core's ``calf.areas.iter_dataset_areas``. Everything after that
+(filtering, S and K, the rule, the lists) is recomputed in a worker too, a moment
+after a threshold, a rule or a filter setting stops changing
+(:func:`._analysis_data.prepare_view`): napari never waits for it. The same numbers
+come out of ``napari-calf analyze`` on the command line.
 
 Slices reviewed here are shown in the viewer as the napari-calf reader shows
 volumes: canonical (x, y, z) arrays transposed to (z, y, x), so axial slice ``k``
-is step ``k`` of the first dims slider.
+is step ``k`` of the first dims slider. A slice is opened from the file it was
+measured in, never by case id alone (:mod:`._navigation`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QWidget
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import QFileDialog, QWidget
 
-from ...errors import CalfError
-from ...io.files import write_text_atomic
 from ...calf.areas import DatasetAreas
-from ...calf.filtering import FilterResult, filter_slices
-from ...calf.stats import ImbalanceStats, imbalance_stats
-from ...calf.rules import Selection, select_transform
-from ...calf.rules_io import rules_to_json
-from ._analysis_data import measure_folder, measure_layers, slices_csv_text, stats_payload, transform_view, transform_view_title
+from ...calf.filtering import FilterResult
+from ...calf.rules import Selection
+from ...calf.stats import ImbalanceStats
+from ...errors import CalfError
+from ._activity import Activity
+from ._analysis_data import (
+    AnalysisView,
+    measure_folder,
+    measure_layers,
+    prepare_view,
+    slice_entry,
+    transform_view_title,
+    unit_text,
+)
+from ._analysis_files import AnalysisFilesMixin
 from ._analysis_ui import ALL_LAYERS, build_analysis_ui
-from ._plots import histogram_bin_of, theme_colours
+from ._background import frozen_call, frozen_generator
+from ._dock import first_shown
+from ._layer_combo import made_by_plugin
+from ._plots import follow_theme, histogram_bin_of, theme_colours
 
-_ROLE = Qt.ItemDataRole.UserRole
 N_BINS = 30
+#: Title of the dock's tab when docks are tabbed (napari's own name is cut off there).
+TAB_TITLE = "CALF analysis"
+#: A setting must be still this long before the statistics are recomputed (typing "0.25"
+#: is three edits; spin-box arrows held down are many).
+RECOMPUTE_DELAY_MS = 150
 
 
-class AnalysisWidget(QWidget):
+class AnalysisWidget(AnalysisFilesMixin, QWidget):
     """Dock widget: size histogram, S/K, the editable rule table, filtering and review.
 
     Parameters
@@ -54,19 +70,45 @@ class AnalysisWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.areas: DatasetAreas | None = None
-        self.filter_result: FilterResult | None = None
-        self.stats: ImbalanceStats | None = None
-        self.selection: Selection | None = None
+        self.view: AnalysisView | None = None
         self.selected_bin: int | None = None
         self._case_folders: dict[str, Path] = {}
         self._source = ""
         self._measured_axis = 2
+        self._stopping = False
+        self._compute_worker: Any = None
+        self._compute_again = False
+        self.activity = Activity("CALF analysis")
         build_analysis_ui(self, napari_viewer.theme)
-        self.setMinimumWidth(560)
+        self._recompute_timer = QTimer(self)
+        self._recompute_timer.setSingleShot(True)
+        self._recompute_timer.setInterval(RECOMPUTE_DELAY_MS)
+        self._recompute_timer.timeout.connect(self.recompute)
         self._connect()
+        follow_theme(napari_viewer, self.histogram, self.transform_plot)
         self.refresh_layers()
         (self.layers_radio if self.layer_combo.count() > 1 else self.folder_radio).setChecked(True)
         self._show_empty()
+        self._framed = False
+
+    # -- the last results, by name ----------------------------------------------------------
+    @property
+    def filter_result(self) -> FilterResult | None:
+        return None if self.view is None else self.view.filter_result
+
+    @property
+    def stats(self) -> ImbalanceStats | None:
+        return None if self.view is None else self.view.stats
+
+    @property
+    def selection(self) -> Selection | None:
+        return None if self.view is None else self.view.selection
+
+    @property
+    def busy(self) -> bool:
+        """Measuring, or recomputing after a change: the numbers shown may be about to change."""
+        return (self.worker is not None or self._compute_worker is not None
+                or self._recompute_timer.isActive())
 
     # -- wiring ---------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -79,34 +121,38 @@ class AnalysisWidget(QWidget):
         self.rules_table.rules_changed.connect(lambda _r: self.recompute())
         self.rules_table.error.connect(lambda msg: self._status(msg, error=True, notify=False))
         for spin in (self.empty_fraction_spin, self.min_area_spin, self.outlier_spin):
-            spin.valueChanged.connect(lambda _v: self.recompute())
+            spin.valueChanged.connect(lambda _v: self._recompute_timer.start())
         self.histogram.bin_clicked.connect(self.select_bin)
-        self.bin_list.itemClicked.connect(self._item_chosen)
-        self.flagged_list.itemClicked.connect(self._item_chosen)
+        self.bin_list.slice_chosen.connect(self.go_to_slice)
+        self.flagged_list.slice_chosen.connect(self.go_to_slice)
         self.load_rules_button.clicked.connect(self._load_rules_dialog)
         self.save_rules_button.clicked.connect(self._save_rules_dialog)
         self.export_stats_button.clicked.connect(lambda: self._export_dialog("json"))
         self.export_slices_button.clicked.connect(lambda: self._export_dialog("csv"))
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
-        self.viewer.events.theme.connect(self._on_theme)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self._framed:  # just docked: short tab title, and the narrower canvas re-framed
+            self._framed = True
+            first_shown(self, self.viewer, TAB_TITLE)
+
+    def analysable_layers(self) -> list[Any]:
+        """The Labels layers a user can analyse (not the prediction/error layers napari-calf made)."""
+        from napari.layers import Labels
+
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, Labels) and not made_by_plugin(layer)]
 
     def refresh_layers(self, *_args: Any) -> None:
         """List the Labels layers by name (names only: no Layer object is held)."""
-        from napari.layers import Labels
-
         current = self.layer_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        names = [layer.name for layer in self.analysable_layers()]
         self.layer_combo.clear()
         self.layer_combo.addItems([ALL_LAYERS, *names] if names else [])
         if current in names or current == ALL_LAYERS:
             self.layer_combo.setCurrentText(current)
-
-    def _on_theme(self, event: Any) -> None:
-        theme = getattr(event, "value", self.viewer.theme)
-        self.histogram.set_theme(theme)
-        self.transform_plot.set_theme(theme)
-        self._refresh_views()
 
     # -- source ---------------------------------------------------------------------------
     def dataset_folder(self) -> str | None:
@@ -146,31 +192,31 @@ class AnalysisWidget(QWidget):
                 return
             func, arg, source = measure_folder, Path(folder).expanduser(), f"folder {folder}"
         else:
-            from napari.layers import Labels
-
             chosen = self.layer_combo.currentText()
             items = [(layer.name, layer.data, tuple(layer.scale),
                       (layer.metadata.get("napari_calf") or {}).get("label_convention"))
-                     for layer in self.viewer.layers
-                     if isinstance(layer, Labels) and chosen in (ALL_LAYERS, layer.name)]
+                     for layer in self.analysable_layers() if chosen in (ALL_LAYERS, layer.name)]
             if not items:
                 self._status("No Labels layer is open: open a segmentation, or choose a dataset "
                              "folder.", error=True)
                 return
             func, arg, source = measure_layers, items, f"layers {', '.join(i[0] for i in items)}"
         self._pending = (source, axis)
+        self._stopping = False
         self.run_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.progress.setRange(0, 0)
         self._status("Measuring slice areas…")
+        self.activity.start("measuring slice areas")
         self.worker = create_worker(
-            func, arg, target=target, axis=axis, unit=unit,
+            frozen_generator, func, arg, target=target, axis=axis, unit=unit,
             _connect={"yielded": self._on_progress, "returned": self._on_measured,
                       "errored": self._on_error, "finished": self._on_finished},
         )
 
     def stop_analysis(self) -> None:
         if self.worker is not None:
+            self._stopping = True
             self.worker.quit()  # takes effect at the next case
             self._status("Stopping after the current case…")
 
@@ -179,6 +225,7 @@ class AnalysisWidget(QWidget):
             self.progress.setRange(0, int(event.total))
             self.progress.setValue(int(event.current))
         self.progress.setFormat(f"%v/%m {event.message}" if event.total else event.message)
+        self.activity.update(getattr(event, "current", None), getattr(event, "total", None) or 0)
 
     def _on_measured(self, result: tuple[DatasetAreas, dict[str, Path]]) -> None:
         self.areas, self._case_folders = result
@@ -196,102 +243,112 @@ class AnalysisWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
+        self.activity.close()
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.areas is not None else 0)
         self.progress.setFormat("done" if self.areas is not None else "")
+        if self._stopping:
+            self._stopping = False
+            self.progress.setFormat("stopped")
+            self._status("Analysis stopped by you"
+                         + ("; the previous results are still shown." if self.view else "."))
 
-    # -- the cheap part: filter, statistics, rule ---------------------------------------
+    # -- filter, statistics, rule: in a worker ------------------------------------------
     def filter_settings(self) -> dict[str, Any]:
-        """The filtering controls as :func:`~napari_calf.calf.stats.filter_slices` arguments."""
+        """The filtering controls as :func:`~napari_calf.calf.filtering.filter_slices` arguments."""
         min_area, k = self.min_area_spin.value(), self.outlier_spin.value()
         return {"empty_fraction": float(self.empty_fraction_spin.value()),
                 "min_area": float(min_area) if min_area > 0 else None,
                 "outlier_iqr": float(k) if k > 0 else None}
 
     def recompute(self) -> None:
-        """Filter, compute S/K on the kept slices, select the transform, redraw."""
+        """Filter, compute S/K on the kept slices, select the transform (in a worker), then show."""
+        self._recompute_timer.stop()
         if self.areas is None:
             return
-        try:
-            self.filter_result = filter_slices(self.areas, **self.filter_settings())
-            self.stats = imbalance_stats(self.filter_result.apply(self.areas))
-            self.selection = select_transform(self.stats, self.rules_table.rules)
-        except CalfError as exc:
-            self._status(str(exc), error=True)
+        if self._compute_worker is not None:
+            self._compute_again = True  # the running one uses old settings: go again after it
             return
+        from napari.qt.threading import create_worker
+
+        self._compute_again = False
+        self._compute_worker = create_worker(
+            frozen_call, prepare_view, self.areas, self.filter_settings(), self.rules_table.rules,
+            _connect={"returned": self._on_view, "errored": self._on_compute_error,
+                      "finished": self._on_compute_finished})
+
+    def _on_view(self, view: AnalysisView) -> None:
+        if self._compute_again:
+            return  # stale: newer settings are on their way
+        self.view = view
         self._refresh_views()
         self.updated.emit()
 
+    def _on_compute_error(self, exc: BaseException) -> None:
+        self._on_error(exc)
+
+    def _on_compute_finished(self) -> None:
+        self._compute_worker = None
+        if self._compute_again:
+            self.recompute()
+
     def kept_nonzero(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(case_ids, slices, areas) of the kept slices with tumour: the histogram's data."""
-        assert self.areas is not None and self.filter_result is not None  # noqa: S101 - internal
-        mask = self.filter_result.keep & (self.areas.areas > 0)
-        return self.areas.case_ids[mask], self.areas.slices[mask], self.areas.areas[mask]
+        if self.view is None:
+            empty = np.array([])
+            return empty, empty, empty
+        return self.view.kept_ids, self.view.kept_slices, self.view.kept_areas
 
     def _unit_text(self) -> str:
-        return "mm²" if self.areas is not None and self.areas.unit == "mm2" else "px"
+        return "px" if self.areas is None else unit_text(self.areas)
 
     def _show_empty(self) -> None:
         self.histogram.message("Run the analysis to see the tumour-size distribution")
         self.transform_plot.message("The selected transform's view of the sizes appears here")
 
     def _refresh_views(self) -> None:
-        if self.selection is None or self.stats is None or self.filter_result is None:
+        view = self.view
+        if view is None:
             return
-        sel, st = self.selection, self.stats
-        self.transform_label.setText(f"Loss transform: {sel.transform}"
-                                     + (f"   (rule row {sel.row})" if sel.row else ""))
+        sel = view.selection
+        self.transform_label.setText(f"Loss transform: {sel.transform}")
         self.reason_label.setText(sel.reason)
+        self.reason_label.setToolTip(f"Chosen by row {sel.row} of the rule table (Rule table tab)."
+                                     if sel.row else "")
         self.rules_table.highlight(sel.rule_index, theme_colours(self.viewer.theme)["accent"])
-        summary = self.filter_result.summary()
-        assert self.areas is not None  # noqa: S101 - set before selection
         self.min_area_spin.setSuffix(f" {self._unit_text()}")
-        self.empty_label.setText(f"Empty slices: {self.areas.n_empty} of {self.areas.n_slices} "
-                                 f"({summary.get('kept_empty', 0)} kept)")
-        self.filter_counts_label.setText(f"Kept: {summary['kept']}   Dropped: {summary['dropped']}   "
-                                         f"Flagged: {summary['flagged']}")
-        self.flagged_list.clear()
-        for row in self.filter_result.report:
-            if row["area"] > 0:
-                self._add_item(self.flagged_list, row["case_id"], row["slice"], row["area"],
-                               f"  [{row['action']}]", row["reason"])
+        self.empty_label.setText(view.empty_text)
+        self.filter_counts_label.setText(view.counts_text)
+        self.flagged_caption.setText(view.listed_caption)
+        self.flagged_list.set_rows(view.listed)
         self._draw_histograms()
 
     def _draw_histograms(self) -> None:
-        if self.selection is None:
+        view = self.view
+        if view is None:
             return
-        _ids, _slices, values = self.kept_nonzero()
-        st = self.stats
-        assert st is not None  # noqa: S101
+        st = view.stats
         if st.defined:
             note = f"S = {st.skewness:.2f}\nK = {st.kurtosis:.2f}\nN = {st.n}"
         else:
             note = f"S, K undefined\nN = {st.n}"
         log_x = self.log_x_check.isChecked()
-        self.histogram.histogram(values, bins=N_BINS, log_x=log_x, title="Tumour area per slice (non-zero)",
+        self.histogram.histogram(view.kept_areas, bins=N_BINS, log_x=log_x,
+                                 title="Tumour area per slice (non-zero)",
                                  xlabel=f"area ({self._unit_text()})", annotation=note,
                                  selected_bin=self.selected_bin)
-        transform = self.selection.transform
-        self.transform_plot.histogram(transform_view(values, transform), bins=N_BINS,
-                                      title=transform_view_title(transform), xlabel="T(p)")
+        self.transform_plot.histogram(view.transform_values, bins=N_BINS,
+                                      title=transform_view_title(view.selection.transform), xlabel="T(p)")
         if self.selected_bin is not None:
             self.select_bin(self.selected_bin, redraw=False)
 
     # -- review ---------------------------------------------------------------------------
-    def _add_item(self, widget: Any, case_id: str, index: int, area: float, suffix: str = "",
-                  tip: str = "") -> None:
-        item = QListWidgetItem(f"{case_id}   slice {index}   {area:g} {self._unit_text()}{suffix}")
-        item.setData(_ROLE, (str(case_id), int(index)))
-        if tip:
-            item.setToolTip(tip)
-        widget.addItem(item)
-
     def slices_in_bin(self, index: int) -> list[tuple[str, int, float]]:
         """(case, slice, area) of the kept slices in histogram bin ``index``."""
         edges = self.histogram.edges
-        if edges is None or self.areas is None:
+        if edges is None or self.view is None:
             return []
         ids, slices, values = self.kept_nonzero()
         hit = histogram_bin_of(values, edges) == index
@@ -300,100 +357,34 @@ class AnalysisWidget(QWidget):
     def select_bin(self, index: int, *, redraw: bool = True) -> None:
         """List the slices of a histogram bar (what a click on the bar does)."""
         self.selected_bin = index
-        rows = self.slices_in_bin(index)
-        self.bin_list.clear()
-        for case_id, s, area in sorted(rows, key=lambda r: r[2]):
-            self._add_item(self.bin_list, case_id, s, area)
+        rows = sorted(self.slices_in_bin(index), key=lambda r: r[2])
+        unit = self._unit_text()
+        self.bin_list.set_rows([slice_entry(c, s, a, unit) for c, s, a in rows])
         edges = self.histogram.edges
         if edges is not None and index < len(edges) - 1:
             self.bin_label.setText(f"{len(rows)} slice(s) with area {edges[index]:.4g}–{edges[index + 1]:.4g} "
-                                   f"{self._unit_text()}; click one to show it:")
+                                   f"{unit}; click one to show it:")
         if redraw:
             self._draw_histograms()
 
-    def _item_chosen(self, item: QListWidgetItem) -> None:
-        case_id, index = item.data(_ROLE)
-        self.go_to_slice(case_id, index)
-
     def go_to_slice(self, case_id: str, index: int) -> None:
-        """Show slice ``index`` of ``case_id``: open the case if needed, move the slider."""
+        """Show slice ``index`` of ``case_id``: open the case's files if needed, move the slider."""
         from ._navigation import show_case_slice
 
         try:
-            show_case_slice(self.viewer, case_id, index, axis=self._measured_axis,
-                            case_folder=self._case_folders.get(case_id))
+            note = show_case_slice(self.viewer, case_id, index, axis=self._measured_axis,
+                                   case_folder=self._case_folders.get(case_id))
         except CalfError as exc:
             self._status(str(exc), error=True)
+            return
         except Exception as exc:  # noqa: BLE001 - a reader failure must not kill the dock
             self._status(f"Could not show {case_id} slice {index}: {type(exc).__name__}: {exc}", error=True)
-
-    # -- files ----------------------------------------------------------------------------
-    def export_statistics(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the statistics, the choice, the filter summary and the table as JSON."""
-        if self.selection is None or self.areas is None:
-            raise _nothing_to_export()
-        payload = stats_payload(
-            source=self._source, areas=self.areas, selection=self.selection, result=self.filter_result,
-            settings={"target": self.areas.target, "axis": self.areas.axis, "unit": self.areas.unit,
-                      "filtering": self.filter_settings()},
-            rules_json=rules_to_json(self.rules_table.rules),
-        )
-        return write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n",
-                                 overwrite=overwrite)
-
-    def export_slices(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write one CSV row per slice: case, slice, area, unit, kept, flagged, action, reason."""
-        if self.areas is None:
-            raise _nothing_to_export()
-        return write_text_atomic(path, slices_csv_text(self.areas, self.filter_result), overwrite=overwrite)
+            return
+        if note:
+            self._status(note)
 
     def _browse_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset folder", self.folder_edit.text())
         if folder:
             self.folder_edit.setText(folder)
             self.folder_radio.setChecked(True)
-
-    def _save_path(self, caption: str, filters: str) -> tuple[str, bool] | None:
-        """Ask for a path; confirm before replacing a file. None if cancelled."""
-        path, _ = QFileDialog.getSaveFileName(self, caption, "", filters,
-                                              options=QFileDialog.Option.DontConfirmOverwrite)
-        if not path:
-            return None
-        if Path(path).exists():
-            answer = QMessageBox.question(self, caption, f"{path} exists. Replace it?")
-            if answer != QMessageBox.StandardButton.Yes:
-                return None
-            return path, True
-        return path, False
-
-    def _export_dialog(self, kind: str) -> None:
-        chosen = self._save_path("Export statistics" if kind == "json" else "Export slice list",
-                                 "JSON (*.json)" if kind == "json" else "CSV (*.csv)")
-        if chosen is None:
-            return
-        try:
-            write = self.export_statistics if kind == "json" else self.export_slices
-            done = write(chosen[0], overwrite=chosen[1])
-            self._status(f"Saved {done}.")
-        except CalfError as exc:
-            self._status(str(exc), error=True)
-
-    def _load_rules_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load rule table", "", "JSON (*.json)")
-        if path:
-            self.rules_table.load_json(path)
-
-    def _save_rules_dialog(self) -> None:
-        chosen = self._save_path("Save rule table", "JSON (*.json)")
-        if chosen is None:
-            return
-        try:
-            self._status(f"Saved {self.rules_table.save_json(chosen[0], overwrite=chosen[1])}.")
-        except CalfError as exc:
-            self._status(str(exc), error=True)
-
-
-def _nothing_to_export() -> CalfError:
-    from ...errors import CalfConfigError
-
-    return CalfConfigError("nothing to export yet. Fix: run the analysis (Analyse sizes) first.")

@@ -5,10 +5,14 @@
 - Predict runs the core's slice-wise inference in a worker; the prediction is added as
   a Labels layer on the image layers' grid (same scale and translate, the reader's
   display convention), so it overlays them exactly and saves back onto the source file.
-- With a ground-truth Labels layer: an error layer (TP green, FP magenta, FN yellow),
+- With a ground-truth Labels layer: an error layer (TP blue, FP magenta, FN aquamarine; the
+  ground truth and the prediction are hidden under it so their colours do not mix),
   the core's per-case metrics, a per-lesion table (BraTS 2023 lesion-wise scores of the
   run's target region, computed in a worker; a click goes to the lesion), a per-slice
-  table (worst first; a click shows the slice) and a Dice-vs-ROI-size scatter.
+  table (worst first; a click shows the slice) and a Dice-vs-ROI-size scatter. Editing the
+  ground truth (or the prediction) in napari updates all of them a moment after the stroke.
+- Prediction and review are computed in workers; the GUI thread only adds layers and
+  fills the table, so napari stays responsive.
 - Exports: the prediction as NIfTI in the source orientation, the metrics as CSV.
 
 All arrays handed to the core are canonical RAS (``reader.layer_to_canonical``);
@@ -22,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -38,35 +41,56 @@ from qtpy.QtWidgets import (
 
 from ...errors import CalfError, CalfInputError
 from ..reader import METADATA_KEY, canonical_to_layer, layer_to_canonical
-from ._layer_combo import LayerCombo
-from ._plots import ThemedPlot
-from ._review_analysis import ERROR_COLOURS, error_counts, error_map, slice_rows
+from ._activity import Activity
+from ._background import gc_frozen
+from ._dock import first_shown, scrollable
+from ._layer_combo import ERRORS_ROLE, PREDICTION_ROLE, LayerCombo, made_by_plugin
+from ._plots import ThemedPlot, follow_theme
+from ._review_analysis import ERROR_COLOURS
 from ._review_export import ReviewExportsMixin
+from ._review_inputs import ReviewInputsMixin
+from ._review_layers import put_class_image, put_labels, show_layer_slice
 from ._review_lesions import LesionPanel
-from ._review_state import ReviewResult, legend_html, run_summary
+from ._review_state import CaseReview, ReviewResult, legend_html, most_tumour_slice, review_case
 from ._review_table import SliceTable
 from ._training_form import PathField
 
 log = logging.getLogger(__name__)
 
+#: The widget's display name in the manifest (its Plugins-menu entry).
+REVIEW_DISPLAY_NAME = "Review predictions (CALF)"
+#: Title of the dock's tab when docks are tabbed (napari's own name is cut off there).
+TAB_TITLE = "CALF review"
+#: An edit of the ground truth is reviewed again after the labels are still this long.
+EDIT_SETTLE_MS = 400
+#: Dice below this marks a slice as poorly segmented (highlighted in the scatter plot).
+POOR_DICE = 0.5
+
 METRIC_NAMES = (("dice", "Dice"), ("iou", "IoU"), ("precision", "Precision"),
-                ("recall", "Recall"), ("hd95_mm", "HD95 (mm)"))
+                ("recall", "Recall"), ("hd95_mm", "HD95\n(mm)"))  # two lines: a narrow dock
 
 
 def _predict(run_dir: Path, images: list[np.ndarray]):
-    """Worker generator: canonical images in the run's modality order -> canonical 0/1 mask."""
+    """Worker generator: canonical images in the run's modality order -> 0/1 mask as shown.
+
+    Returns the mask in the layers' (z, y, x) layout, contiguous (napari slices it
+    faster), and the slice with the most tumour, so the GUI thread has nothing to compute.
+    """
     from .._gl_safety import ensure_torch_safe_with_gl
 
     ensure_torch_safe_with_gl()
     from ...engine import inference
 
     # a (C, X, Y, Z) stack in the run's modality order: the combos follow that order
-    stack = np.stack([np.asarray(a, dtype=np.float32) for a in images])
-    prediction = yield from inference.iter_predict_volume(run_dir, stack)
-    return prediction.canonical_labels
+    with gc_frozen():
+        stack = np.stack([np.asarray(a, dtype=np.float32) for a in images])
+        prediction = yield from inference.iter_predict_volume(run_dir, stack)
+        mask = np.ascontiguousarray(canonical_to_layer((np.asarray(prediction.canonical_labels) > 0)
+                                                       .astype(np.uint8)))
+        return mask, most_tumour_slice(mask)
 
 
-class ReviewWidget(ReviewExportsMixin, QWidget):
+class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
     """Review predictions (CALF).
 
     Parameters
@@ -85,15 +109,25 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         self.errors_name: str | None = None
         self.review: ReviewResult | None = None
         self.image_combos: dict[str, LayerCombo] = {}
+        self.activity = Activity("CALF prediction")
+        self._review_worker: Any = None
+        self._review_again = False
+        self._framed = False
+        self._edit_timer = QTimer(self)
+        self._edit_timer.setSingleShot(True)
+        self._edit_timer.setInterval(EDIT_SETTLE_MS)
+        self._edit_timer.timeout.connect(self.update_review)
 
         self.run_field = PathField("napari-calf run folder")
         self.run_field.edit.setPlaceholderText("run folder (holds run.json)")
         self.load_button = QPushButton("Load")
         self.load_button.clicked.connect(lambda: self.load_run(self.run_field.text()))
-        self.run_field.layout().addWidget(self.load_button)
         self.study_button = QPushButton("Open study…")  # a comparison study's runs (study.py)
         self.study_button.clicked.connect(lambda: self.open_study())
-        self.run_field.layout().addWidget(self.study_button)
+        run_buttons = QHBoxLayout()  # a row of their own: the dock stays narrow
+        run_buttons.addWidget(self.load_button)
+        run_buttons.addWidget(self.study_button)
+        run_buttons.addStretch(1)
         self.study_panel: Any = None
         self.run_label = QLabel("No model loaded.")
         self.run_label.setWordWrap(True)
@@ -102,7 +136,7 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         self.images_form = QFormLayout(self.images_box)
         self.open_case_button = QPushButton("Open case folder…")
         self.open_case_button.clicked.connect(self._browse_case)
-        self.truth_combo = LayerCombo(napari_viewer, "labels", optional=True)
+        self.truth_combo = LayerCombo(napari_viewer, "labels", optional=True, exclude=made_by_plugin)
         self.truth_combo.currentTextChanged.connect(lambda _t: self.update_review())
         self.images_form.addRow(self.open_case_button)
         self.images_form.addRow("Ground truth", self.truth_combo)
@@ -123,11 +157,14 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         for i, (key, title) in enumerate(METRIC_NAMES):
             value = QLabel("–")
             value.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            value.setStyleSheet("font-size: 14pt; font-weight: bold;")
+            value.setStyleSheet("font-size: 13pt; font-weight: bold;")
             self.metric_labels[key] = value
-            grid.addWidget(QLabel(title), 0, i, Qt.AlignmentFlag.AlignCenter)
+            heading = QLabel(title)
+            heading.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            grid.addWidget(heading, 0, i, Qt.AlignmentFlag.AlignCenter | Qt.AlignmentFlag.AlignBottom)
             grid.addWidget(value, 1, i)
         self.counts_label = QLabel(legend_html(None))
+        self.counts_label.setWordWrap(True)
         grid.addWidget(self.counts_label, 2, 0, 1, len(METRIC_NAMES))
 
         self.lesions = LesionPanel(napari_viewer, self._prediction_layer)
@@ -136,6 +173,7 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         self.scatter = ThemedPlot(self, theme=str(getattr(napari_viewer, "theme", "dark")), height=2.2)
         self.scatter.point_clicked.connect(self._on_point)
         self.scatter.message("Predict a case with ground truth\nto see Dice against tumour size")
+        follow_theme(napari_viewer, self.scatter)
 
         self.save_pred_button = QPushButton("Save prediction…")
         self.save_pred_button.clicked.connect(self._save_prediction_dialog)
@@ -147,102 +185,30 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         self.status = QLabel("Load a run folder to start.")
         self.status.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrollable(self))  # the dock scrolls: it fits any screen
         layout.addWidget(QLabel("Model"))
         layout.addWidget(self.run_field)
+        layout.addLayout(run_buttons)
         layout.addWidget(self.run_label)
         layout.addWidget(self.images_box)
         layout.addLayout(predict_row)
+        layout.addWidget(self.status)
         layout.addWidget(metrics_box)
         layout.addWidget(self.lesions, 1)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.scatter, 1)
         layout.addLayout(save_row)
-        layout.addWidget(self.status)
         self._update_buttons()
 
         events = napari_viewer.layers.events
         events.inserted.connect(self._on_layers_changed)
         events.removed.connect(self._on_layers_changed)
 
-    # ------------------------------------------------------------------ run and case
-
-    def load_run(self, run_dir: str | Path) -> None:
-        """Load a run folder (made by the fine-tuning widget or ``napari-calf train``)."""
-        from ...engine.checkpoints import BEST_WEIGHTS, read_run_card, resolve_weights
-
-        try:
-            run_dir = Path(run_dir).expanduser()
-            card = read_run_card(run_dir)
-            if run_dir.is_file():
-                run_dir = run_dir.parent
-            resolve_weights(run_dir / BEST_WEIGHTS)
-        except CalfError as exc:
-            self._report_error(exc)
-            return
-        self.run_dir, self.card = run_dir, card
-        self.run_field.setText(str(run_dir))
-        self.modalities = tuple((card.get("preprocessing") or {}).get("modalities") or ())
-        self.run_label.setText(run_summary(card))
-        self._rebuild_image_combos()
-        self._set_status(f"Loaded {run_dir.name}. Choose the case's images and Predict.")
-
-    def open_study(self, folder: str | Path | None = None) -> None:
-        """Show a comparison study (``napari-calf compare``); double-click a run to load it."""
-        from .study import open_study_window
-
-        self.study_panel = open_study_window(self, folder, on_run=self.load_run)
-
-    def _rebuild_image_combos(self) -> None:
-        for combo in self.image_combos.values():
-            self.images_form.removeRow(combo)
-        self.image_combos = {}
-        for row, modality in enumerate(self.modalities):
-            combo = LayerCombo(self.viewer, "image")
-            combo.currentTextChanged.connect(lambda _t: self._update_buttons())
-            self.images_form.insertRow(row, modality, combo)
-            self.image_combos[modality] = combo
-        self.match_layers()
-
-    def match_layers(self) -> None:
-        """Pick, for each modality of the run, the newest image layer that is that modality."""
-        for modality, combo in self.image_combos.items():
-            combo.refresh()
-            for layer in reversed(self.viewer.layers):
-                if getattr(layer, "_type_string", "") != "image":
-                    continue
-                info = (layer.metadata or {}).get(METADATA_KEY) or {}
-                name = layer.name.lower()
-                if info.get("modality") == modality or name.endswith(
-                    (f" {modality}", f"_{modality}", f"-{modality}")) or name == modality:
-                    combo.choose(layer.name)
-                    break
-        if self.truth_combo.currentText() in ("", "(none)"):
-            candidates = [n for n in self.truth_combo.names()
-                          if n not in (self.prediction_name, self.errors_name)]
-            if candidates:
-                self.truth_combo.choose(candidates[0])
-        self._update_buttons()
-
-    def open_case(self, folder: str | Path) -> None:
-        """Open a case folder with the napari-calf reader and use its layers."""
-        try:
-            self.viewer.open(str(folder), plugin="napari-calf")
-        except Exception as exc:  # napari wraps reader errors; show them, never die
-            self._report_error(exc)
-            return
-        self.match_layers()
-
-    def _browse_case(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Case folder", str(Path.home()))
-        if folder:
-            self.open_case(folder)
-
-    def _on_layers_changed(self, _event: Any = None) -> None:
-        if self.image_combos:
-            self.match_layers()
-        else:
-            self.truth_combo.refresh()
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self._framed:  # just docked: short tab title, and the narrower canvas re-framed
+            self._framed = True
+            first_shown(self, self.viewer, TAB_TITLE)
 
     # ------------------------------------------------------------------ prediction
 
@@ -274,6 +240,7 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         self.progress.setRange(0, 0)
         self.predict_button.setEnabled(False)
         self._set_status("Predicting…")
+        self.activity.start("predicting slices")
         worker = create_worker(_predict, self.run_dir, images, _start_thread=False,
                                _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
@@ -289,87 +256,114 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         if total:
             self.progress.setRange(0, int(total))
             self.progress.setValue(int(getattr(event, "current", 0)))
+            self.activity.update(int(getattr(event, "current", 0)), int(total))
 
     def _on_predict_finished(self) -> None:
         self.worker = None
+        self.activity.close()
         self.progress.setRange(0, 1)
         self._update_buttons()
 
-    def _on_prediction(self, canonical: np.ndarray) -> None:
+    def _on_prediction(self, result: tuple[np.ndarray, int | None]) -> None:
+        mask, best = result
         reference = self._reference_layer()
         if reference is None:
             self._set_status("The image layers were removed before the prediction finished.")
             return
         self.progress.setValue(1)
-        mask = (np.asarray(canonical) > 0).astype(np.uint8)
         info = dict((reference.metadata or {}).get(METADATA_KEY) or {})
-        info.update(source="prediction", run_dir=str(self.run_dir), modality=None)
+        info.update(source="prediction", role=PREDICTION_ROLE, run_dir=str(self.run_dir), modality=None)
         name = f"{info.get('case_id') or reference.name} prediction"
         self.prediction_name = name  # known before the layer exists: never offered as truth
-        self._put_labels(
-            name, canonical_to_layer(mask), reference, {METADATA_KEY: info},
-            {None: "transparent", 0: "transparent", 1: "#00bfff"})
-        self._set_status(f"Predicted {int(mask.sum())} tumour voxels.")
+        put_labels(self.viewer, name, mask, reference, {METADATA_KEY: info},
+                   {None: "transparent", 0: "transparent", 1: "#00bfff"})
+        self._watch_edits(self.viewer.layers[name])
+        if best is not None:  # where the model sees the most tumour, not an empty slice
+            self.go_to_slice(best)
+        self._set_status(f"Predicted {int(np.count_nonzero(mask))} tumour voxels.")
         self.update_review()
-
-    def _put_labels(self, name: str, data: np.ndarray, reference: Any, metadata: dict[str, Any],
-                    colours: dict[Any, str]) -> str:
-        """Add (or replace the data of) a Labels layer on ``reference``'s grid."""
-        from napari.utils.colormaps import DirectLabelColormap
-
-        colormap = DirectLabelColormap(color_dict=colours)
-        grid = {"scale": reference.scale, "translate": reference.translate,
-                "rotate": reference.rotate, "shear": reference.shear,
-                "affine": reference.affine.affine_matrix}
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.metadata = metadata
-            layer.colormap = colormap
-            for key, value in grid.items():
-                setattr(layer, key, value)
-        else:
-            self.viewer.add_labels(data, name=name, metadata=metadata, colormap=colormap,
-                                   opacity=0.7, **grid)
-        return name
 
     # ------------------------------------------------------------------ review against truth
 
+    def _watch_edits(self, layer: Any) -> None:
+        """Review again when this Labels layer is painted or replaced (a bound method:
+        napari holds it weakly, and connecting twice is ignored)."""
+        layer.events.paint.connect(self._on_labels_edited)
+        layer.events.data.connect(self._on_labels_edited)
+
+    def _on_labels_edited(self, event: Any) -> None:
+        name = getattr(getattr(event, "source", None), "name", None)
+        if name in (self.prediction_name, self.truth_combo.currentText()):
+            self._edit_timer.start()  # after the stroke settles, not at every dab
+
     def update_review(self) -> None:
-        """Recompute errors, metrics, table and scatter for the current prediction and truth."""
+        """Recompute errors, metrics, table and scatter for the current prediction and truth.
+
+        The arrays are copied here (a user may keep painting) and compared in a worker;
+        :meth:`_show_review` shows the result.
+        """
+        self._edit_timer.stop()
         pred_layer = self.viewer.layers[self.prediction_name] if (
             self.prediction_name in self.viewer.layers) else None
         truth_layer = self.truth_combo.layer()
-        if pred_layer is None or truth_layer is None or truth_layer.name == self.errors_name:
+        if pred_layer is None or truth_layer is None or made_by_plugin(truth_layer):
+            return
+        if self._review_worker is not None:
+            self._review_again = True  # the running one compares older data: again after it
             return
         from ...calf.areas import binary_target
-        from ...calf.metrics import case_metrics
 
-        pred = np.asarray(pred_layer.data) > 0
-        labels = np.asarray(truth_layer.data)
+        self._watch_edits(truth_layer)
+        pred = np.array(pred_layer.data) > 0
+        labels = np.array(truth_layer.data)
         if labels.shape != pred.shape:
             self._report_error(CalfInputError(
                 None, f"ground truth '{truth_layer.name}' {labels.shape} and the prediction "
                 f"{pred.shape} differ in shape.", "choose the label layer of the same case."))
             return
+        from napari.qt.threading import create_worker
+
         info = (truth_layer.metadata or {}).get(METADATA_KEY) or {}
         target = str((self.card or {}).get("preprocessing", {}).get("target", "wt"))
-        truth = binary_target(labels, target, info.get("label_convention") or "brats2021")
+        convention = info.get("label_convention") or "brats2021"
         spacing = tuple(float(s) for s in np.asarray(pred_layer.scale)[::-1])  # (x, y, z) mm
-        metrics = case_metrics(layer_to_canonical(pred), layer_to_canonical(truth), spacing, axis=2)
-        self.lesions.start(layer_to_canonical(pred), layer_to_canonical(truth), spacing, target)
-        errors = error_map(pred, truth)
-        counts = error_counts(errors)
-        rows = slice_rows(pred, truth, axis=0)
-        self.review = ReviewResult(metrics=metrics, counts=counts, rows=tuple(rows),
-                                   case=str(info.get("case_id") or truth_layer.name))
+        case = str(info.get("case_id") or truth_layer.name)
+        self._review_again = False
+        self._review_names = (pred_layer.name, truth_layer.name)
+        self._lesion_context = (spacing, target)
+
+        def compute() -> CaseReview:
+            with gc_frozen():
+                truth = binary_target(labels, target, convention)
+                return review_case(pred, truth, spacing_xyz=spacing, case=case)
+
+        self._review_worker = create_worker(
+            compute, _connect={"returned": self._on_reviewed, "errored": self._report_error,
+                               "finished": self._on_review_finished})
+
+    def _on_review_finished(self) -> None:
+        self._review_worker = None
+        if self._review_again:
+            self.update_review()
+
+    def _on_reviewed(self, computed: CaseReview) -> None:
+        pred_name, truth_name = self._review_names
+        if self._review_again or pred_name not in self.viewer.layers or truth_name not in self.viewer.layers:
+            return  # stale, or its layers were removed meanwhile
+        pred_layer = self.viewer.layers[pred_name]
+        self.review = computed.result
+        spacing, target = self._lesion_context
+        self.lesions.start(layer_to_canonical(computed.pred), layer_to_canonical(computed.truth),
+                           spacing, target)
         self.errors_name = f"{self.review.case} errors"
-        self._put_labels(
-            self.errors_name, errors, pred_layer,
-            {METADATA_KEY: {**((pred_layer.metadata or {}).get(METADATA_KEY) or {}),
-                            "source": "errors (1 TP, 2 FP, 3 FN)"}},
-            {None: "transparent", 0: "transparent", **ERROR_COLOURS})
-        pred_layer.visible = False  # the error layer shows the prediction, coloured by truth
+        info = {**((pred_layer.metadata or {}).get(METADATA_KEY) or {}),
+                "source": "errors (1 TP, 2 FP, 3 FN)", "role": ERRORS_ROLE}
+        put_class_image(self.viewer, self.errors_name, computed.errors, pred_layer, {METADATA_KEY: info},
+                        ERROR_COLOURS)
+        # the error layer shows both (TP = both): their own colours underneath would mix
+        # with its blue/magenta/aquamarine (the BraTS green especially)
+        pred_layer.visible = False
+        self.viewer.layers[truth_name].visible = False
         self._show_review()
 
     def _show_review(self) -> None:
@@ -384,19 +378,12 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
         with_truth = [r for r in review.rows if r.truth_area > 0]
         if with_truth:
             self._scatter_rows = with_truth
-            self.scatter.scatter([r.truth_area for r in with_truth], [r.dice for r in with_truth],
-                                 title="Dice per slice against tumour size",
-                                 xlabel="ground-truth area (px, log)", ylabel="Dice",
-                                 highlight=[r.dice < 0.5 for r in with_truth])
-            from matplotlib.ticker import LogLocator, NullFormatter
-
-            ax = self.scatter.axes
-            ax.set_xscale("log")
-            # decades only: minor-tick labels of a narrow log range overlap into a smear
-            ax.xaxis.set_major_locator(LogLocator(base=10))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_ylim(-0.05, 1.05)
-            self.scatter.canvas.draw_idle()
+            self.scatter.scatter(
+                [r.truth_area for r in with_truth], [r.dice for r in with_truth],
+                title="Dice per slice against tumour size", xlabel="ground-truth area (px, log)",
+                ylabel="Dice", highlight=[r.dice < POOR_DICE for r in with_truth],
+                labels=(f"Dice ≥ {POOR_DICE:g}", f"Dice < {POOR_DICE:g}"), log_x=True,
+                ylim=(-0.05, 1.05), hline=POOR_DICE)
         else:
             self.scatter.message("No tumour in the ground truth")
         self._update_buttons()
@@ -408,13 +395,8 @@ class ReviewWidget(ReviewExportsMixin, QWidget):
 
     def go_to_slice(self, index: int) -> None:
         """Show axial slice ``index`` (of the prediction's layer data) in the viewer."""
-        name = self.prediction_name
-        if name not in self.viewer.layers:
-            return
-        layer = self.viewer.layers[name]
-        world = layer.data_to_world((index, 0, 0))
-        axis = self.viewer.dims.ndim - layer.ndim  # layers may have fewer dims than the viewer
-        self.viewer.dims.set_point(axis, float(world[0]))
+        if self.prediction_name is not None:
+            show_layer_slice(self.viewer, self.prediction_name, index)
 
     # ------------------------------------------------------------------ helpers
 

@@ -6,19 +6,22 @@ its first seed) hands that run folder to a callback; the review widget uses it t
 the run, so any run of a study can be looked at case by case.
 
 Reads only files the study wrote (``summary.json``, ``plots/*.png``); nothing here
-trains or evaluates.
+trains or evaluates. The plot images are decoded in a background thread, so opening a
+study never makes napari wait. Tables take their colours from napari's theme, every
+row (the alternating ones too), so text stays readable in the dark and light themes.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QPixmap
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -65,8 +68,21 @@ def _value(row: dict[str, Any], key: str) -> str:
     return "—" if v is None else str(v)
 
 
-def _table(headers: list[str]) -> QTableWidget:
+def table_style(colours: dict[str, str]) -> str:
+    """Qt style sheet giving a table the theme's colours on *every* row.
+
+    With alternating row colours on, Qt paints every second row in the palette's
+    ``AlternateBase``, which napari's style sheet does not set: white rows with napari's
+    near-white text. Both row colours and the text colour come from the theme here.
+    """
+    return (f"QTableWidget {{ background-color: {colours['panel']}; "
+            f"alternate-background-color: {colours['background']}; color: {colours['text']}; "
+            f"gridline-color: {colours['grid']}; }}")
+
+
+def _table(headers: list[str], colours: dict[str, str]) -> QTableWidget:
     table = QTableWidget(0, len(headers))
+    table.setStyleSheet(table_style(colours))
     table.setHorizontalHeaderLabels(headers)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -87,10 +103,10 @@ class _ScaledImage(QLabel):
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setMinimumSize(200, 120)
 
-    def set_image(self, path: Path | None) -> None:
-        self._pixmap = QPixmap(str(path)) if path is not None and path.is_file() else None
-        if self._pixmap is None or self._pixmap.isNull():
-            self._pixmap = None
+    def set_image(self, image: QImage | None) -> None:
+        """Show a decoded image (None: say that the study has no such plot)."""
+        self._pixmap = None if image is None or image.isNull() else QPixmap.fromImage(image)
+        if self._pixmap is None:
             self.setText("No plot (written by napari-calf compare unless --no-plots).")
         self._rescale()
 
@@ -98,8 +114,12 @@ class _ScaledImage(QLabel):
         super().resizeEvent(event)
         self._rescale()
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._rescale()
+
     def _rescale(self) -> None:
-        if self._pixmap is not None:
+        if self._pixmap is not None and self.isVisible():  # hidden tabs scale when shown
             self.setPixmap(self._pixmap.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
                                                Qt.TransformationMode.SmoothTransformation))
 
@@ -115,11 +135,19 @@ class StudyPanel(QWidget):
     """
 
     run_activated = Signal(str)
+    #: Emitted when the study's plot images are on screen (they load in the background).
+    plots_loaded = Signal()
 
     def __init__(self, on_run: Callable[[Path], Any] | None = None,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, theme: str | None = None) -> None:
         super().__init__(parent)
+        from ._plots import theme_colours
+
         self.on_run = on_run
+        self.colours = theme_colours(theme or _napari_theme())
+        self._images = _ImageBridge()
+        self._images.loaded.connect(self._on_images)
+        self._load_generation = 0
         self.study_dir: Path | None = None
         self.summary: dict[str, Any] = {}
         self._summary_runs: list[str | None] = []
@@ -134,9 +162,9 @@ class StudyPanel(QWidget):
         top.addWidget(self.open_button)
         top.addWidget(self.folder_label, 1)
 
-        self.summary_table = _table([t for _k, t in SUMMARY_COLUMNS] + ["CALF selection"])
+        self.summary_table = _table([t for _k, t in SUMMARY_COLUMNS] + ["CALF selection"], self.colours)
         self.summary_table.cellDoubleClicked.connect(self._summary_double_clicked)
-        self.runs_table = _table([t for _k, t in RUN_COLUMNS])
+        self.runs_table = _table([t for _k, t in RUN_COLUMNS], self.colours)
         self.runs_table.cellDoubleClicked.connect(self._run_double_clicked)
         self.paired_label = QLabel()
         self.paired_label.setWordWrap(True)
@@ -192,8 +220,29 @@ class StudyPanel(QWidget):
         self._fill_summary()
         self._fill_runs()
         self._fill_paired()
-        for key, _title in PLOTS:
-            self.plots[key].set_image(folder / "plots" / f"{key}.png")
+        self._load_plots(folder)
+
+    def _load_plots(self, folder: Path) -> None:
+        """Decode the plot PNGs in a thread (QImage may be made off the GUI thread)."""
+        self._load_generation += 1
+        generation, bridge = self._load_generation, self._images
+        paths = {key: folder / "plots" / f"{key}.png" for key, _title in PLOTS}
+
+        def work() -> None:
+            images = {key: QImage(str(path)) if path.is_file() else None for key, path in paths.items()}
+            try:
+                bridge.loaded.emit(generation, images)
+            except RuntimeError:  # the panel was closed meanwhile
+                pass
+
+        threading.Thread(target=work, name="napari-calf-study-plots", daemon=True).start()
+
+    def _on_images(self, generation: int, images: dict[str, QImage | None]) -> None:
+        if generation != self._load_generation:
+            return  # another study was opened meanwhile
+        for key, image in images.items():
+            self.plots[key].set_image(image)
+        self.plots_loaded.emit()
 
     def _fill_summary(self) -> None:
         rows = self.summary.get("rows") or []
@@ -257,8 +306,24 @@ class StudyPanel(QWidget):
             self._activate(self._summary_runs[row])
 
 
+class _ImageBridge(QObject):
+    """Carries decoded plot images from the loading thread to the GUI thread."""
+
+    loaded = Signal(int, object)
+
+
+def _napari_theme() -> str:
+    try:
+        from napari.settings import get_settings
+
+        return str(get_settings().appearance.theme)
+    except Exception:  # noqa: BLE001 - settings unreadable: the default theme
+        return "dark"
+
+
 def open_study_window(parent: QWidget, folder: str | Path | None = None,
-                      on_run: Callable[[Path], Any] | None = None) -> StudyPanel | None:
+                      on_run: Callable[[Path], Any] | None = None,
+                      theme: str | None = None) -> StudyPanel | None:
     """Ask for a study folder (unless given) and show it in its own window.
 
     Used by the review widget's "Open study…" button: double-clicking a run there loads
@@ -268,7 +333,7 @@ def open_study_window(parent: QWidget, folder: str | Path | None = None,
         folder = QFileDialog.getExistingDirectory(parent, "Open a napari-calf study folder")
         if not folder:
             return None
-    panel = StudyPanel(on_run=on_run, parent=parent)
+    panel = StudyPanel(on_run=on_run, parent=parent, theme=theme)
     panel.setWindowFlag(Qt.WindowType.Window, True)
     panel.setWindowTitle("napari-calf: loss comparison study")
     try:

@@ -18,7 +18,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -31,110 +31,24 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import CalfError
+from ._activity import Activity
+from ._dock import first_shown, main_window_of, open_dock, scrollable
+from ._plots import follow_theme
 from ._training_curves import TrainingCurves
 from ._training_events import describe_event
 from ._training_events import duration_text as _duration
 from ._training_form import TrainingForm
+from ._training_run import ViewerCloseFilter, run_training, start_preload
 
 log = logging.getLogger(__name__)
 
 #: Longest wait for the training thread when the widget or the viewer closes. The core
 #: checks its stop callback at every batch, so this only runs out if one batch takes longer.
 CLOSE_WAIT_S = 30.0
-
-
-def _run_training(config: Any, stop: threading.Event):
-    """Generator the worker drives: the core's training, with a core left to the GUI."""
-    # The guard must be in place before the first optimizer exists (Mesa/triton).
-    from .._gl_safety import ensure_torch_safe_with_gl
-
-    ensure_torch_safe_with_gl()
-    import torch
-
-    from ...engine import training
-
-    # torch's intra-op pool would take every core; leave one to the GUI thread so napari
-    # stays responsive during CPU training.
-    threads = torch.get_num_threads()
-    if threads > 1:
-        torch.set_num_threads(threads - 1)
-    try:
-        with _gc_frozen():
-            return (yield from training.iter_train(config, stop=stop.is_set))
-    finally:
-        torch.set_num_threads(threads)
-
-
-_frozen_runs = 0
-_frozen_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _gc_frozen():
-    """Keep Python's full garbage collections short while a run is going.
-
-    With torch, smp and napari loaded the heap holds millions of objects, and a full
-    (generation 2) collection walks them all with the GIL held: 300-450 ms in which
-    napari cannot draw, triggered at random by the run's allocations. ``gc.freeze()``
-    moves what exists at the start of the run out of the collector's sight; ``unfreeze``
-    hands it back when the last run ends, so cyclic garbage from before is only
-    collected later, never leaked.
-    """
-    import gc
-
-    global _frozen_runs
-    with _frozen_lock:
-        if _frozen_runs == 0:
-            gc.freeze()
-        _frozen_runs += 1
-    try:
-        yield
-    finally:
-        with _frozen_lock:
-            _frozen_runs -= 1
-            if _frozen_runs == 0:
-                gc.unfreeze()
-
-
-def _import_training_stack() -> None:
-    """Import torch, smp and the engine in a background thread when the widget opens.
-
-    Importing a module holds the GIL for long stretches (unmarshalling bytecode, loading
-    extension modules): done by the training thread at Start, the ~1,200 modules of
-    torch/smp/timm froze napari's GUI for 150-300 ms at a time. Done here, while the user
-    fills in the form, the run itself starts warm.
-    """
-    from .._gl_safety import ensure_torch_safe_with_gl
-
-    ensure_torch_safe_with_gl()  # before anything could pull in triton
-    from ...engine import training
-
-    training.import_engine()
-
-
-def _start_preload(done: threading.Event) -> None:
-    def work() -> None:
-        try:
-            _import_training_stack()
-        except Exception:  # a broken install shows up, with a message, when training starts
-            log.debug("preloading the training stack failed", exc_info=True)
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name="napari-calf-preload", daemon=True).start()
-
-
-class _ViewerCloseFilter(QObject):
-    """Stops the run when the viewer's main window closes (before Qt tears it down)."""
-
-    def __init__(self, widget: TrainingWidget) -> None:
-        super().__init__(widget)
-        self._widget = widget
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
-        if event.type() == QEvent.Type.Close:
-            self._widget.stop_and_wait()
-        return False
+#: Title of the dock's tab when docks are tabbed (napari's own name is cut off there).
+TAB_TITLE = "CALF fine-tune"
+#: Status while a stop request waits for the batch that is running.
+STOPPING = "Stopping after the current batch…"
 
 
 class TrainingWidget(QWidget):
@@ -157,9 +71,11 @@ class TrainingWidget(QWidget):
         self._done.set()
         self._t0 = 0.0
         self._last_error: str | None = None
-        #: Set once torch, smp and the engine are imported (see ``_import_training_stack``).
+        #: Set once torch, smp and the engine are imported (see ``_training_run.start_preload``).
         self.preloaded = threading.Event()
-        _start_preload(self.preloaded)
+        start_preload(self.preloaded)
+        self.activity = Activity("CALF fine-tuning")
+        self._framed = False
 
         self.form = TrainingForm(self)
         self.form.use_analysed.clicked.connect(self.use_analysed_dataset)
@@ -185,6 +101,7 @@ class TrainingWidget(QWidget):
         self.status.setFixedHeight(3 * lines + 4)
         self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.curves = TrainingCurves(self, theme=str(getattr(napari_viewer, "theme", "dark")))
+        follow_theme(napari_viewer, self.curves.loss_plot, self.curves.dice_plot)
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -193,7 +110,7 @@ class TrainingWidget(QWidget):
         self.review_button.setEnabled(False)
         self.review_button.clicked.connect(self.review_model)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrollable(self))  # the dock scrolls: it fits any screen
         layout.addWidget(self.form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -202,7 +119,7 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.result_label)
         layout.addWidget(self.review_button)
 
-        self._close_filter = _ViewerCloseFilter(self)
+        self._close_filter = ViewerCloseFilter(self)
         self._watched_window: weakref.ref[QMainWindow] | None = None  # weak: never keep a closed window alive
         # napari docks the widget right after constructing it: look for the main window then
         QTimer.singleShot(0, self._watch_main_window)
@@ -210,10 +127,7 @@ class TrainingWidget(QWidget):
 
     def _main_window(self) -> QMainWindow | None:
         """The napari main window this widget is docked in (floating docks keep it as parent)."""
-        widget = self.parentWidget()
-        while widget is not None and not isinstance(widget, QMainWindow):
-            widget = widget.parentWidget()
-        return widget
+        return main_window_of(self)
 
     def _watch_main_window(self) -> None:
         window = self._main_window()
@@ -224,7 +138,11 @@ class TrainingWidget(QWidget):
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self._watch_main_window()
+        self._offer_analysed_dataset()  # the analysis may have been opened since
         super().showEvent(event)
+        if not self._framed:  # just docked: short tab title, and the narrower canvas re-framed
+            self._framed = True
+            first_shown(self, self.viewer, TAB_TITLE)
 
     # ------------------------------------------------------------------ data from analysis
 
@@ -244,18 +162,24 @@ class TrainingWidget(QWidget):
         return None
 
     def _offer_analysed_dataset(self) -> None:
+        """Fill an empty data field with the analysed dataset, if there is one now."""
         folder = self._analysed_folder()
-        self.form.use_analysed.setEnabled(folder is not None)
-        if folder and not self.form.data_dir.text():
+        if folder and not self.form.data_dir.text() and not self.running:
             self.form.data_dir.setText(folder)
 
     def use_analysed_dataset(self) -> None:
-        """Fill the data field with the analysis widget's dataset folder."""
+        """Fill the data field with the analysis widget's dataset folder.
+
+        The button is always enabled: the analysis widget may be opened, or pointed at
+        a folder, after this widget (it is looked up at the click).
+        """
         folder = self._analysed_folder()
         if folder is None:
-            self._set_status("No analysed dataset: open 'Analyse dataset (CALF)' and choose a folder.")
+            self._set_status("No analysed dataset yet: open Plugins > CALF segmentation > "
+                             "Imbalance analysis (CALF) and choose a dataset folder there.")
             return
         self.form.data_dir.setText(folder)
+        self._set_status(f"Dataset from the analysis: {folder}")
 
     # ------------------------------------------------------------------ run control
 
@@ -316,8 +240,9 @@ class TrainingWidget(QWidget):
         self.progress.setRange(0, 0)  # busy until the core reports a total
         self.progress.setFormat("preparing data…")
         self._set_status("Preparing the dataset…")
+        self.activity.start("preparing data")
         self._t0 = time.monotonic()
-        worker = create_worker(_run_training, config, self._stop, _start_thread=False,
+        worker = create_worker(run_training, config, self._stop, _start_thread=False,
                                _ignore_errors=True)  # errors go to _on_errored, not re-raised
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_returned)
@@ -335,7 +260,8 @@ class TrainingWidget(QWidget):
         if self.running:
             self._stop.set()
             self.stop_button.setEnabled(False)
-            self._set_status("Stopping after the current batch…")
+            self._set_status(STOPPING)
+            self.activity.update(message="stopping after the current batch")
 
     def stop_and_wait(self, timeout: float = CLOSE_WAIT_S) -> bool:
         """Stop the run and wait (bounded) until its thread has ended; True if it has."""
@@ -370,8 +296,11 @@ class TrainingWidget(QWidget):
             self.progress.setRange(0, update.total)
             self.progress.setValue(min(update.current, update.total))
             self.progress.setFormat(f"%p%  {self._eta(update)}")
+            self.activity.update(min(update.current, update.total), update.total,
+                                 None if self._stop.is_set() else "training")
         if update.status:
-            self._set_status(update.status)
+            # after Stop, the batch still running reports too: keep saying that it stops
+            self._set_status(f"{STOPPING} ({update.status})" if self._stop.is_set() else update.status)
         if update.notify:
             from napari.utils.notifications import show_info
 
@@ -415,6 +344,7 @@ class TrainingWidget(QWidget):
         self.progress.setFormat("failed")
 
     def _on_finished(self) -> None:
+        self.activity.close()
         # drop the worker: its signal connections would otherwise keep this widget (and
         # through it the viewer) alive after the window closes
         self.worker = None
@@ -447,9 +377,11 @@ class TrainingWidget(QWidget):
         """Open the review widget (docking it if needed) and load this run's best model."""
         if self.run_dir is None:
             return
-        _, widget = self.viewer.window.add_plugin_dock_widget(
-            "napari-calf", "Review predictions (CALF)"
-        )
+        from .review import REVIEW_DISPLAY_NAME, ReviewWidget
+
+        # the review dock may already be open (from the Plugins menu, or an earlier click):
+        # reuse it, never open a second one
+        widget = open_dock(self.viewer, ReviewWidget, REVIEW_DISPLAY_NAME)
         widget.load_run(self.run_dir)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
