@@ -225,3 +225,25 @@ def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_loads(tmp_p
     path = tmp_path / "model.safetensors"
     path.write_bytes(data)
     assert torch.equal(ck.load_weights(path)["w"], tensors["w"])
+
+
+def test_a_full_disk_while_writing_weights_is_named_and_keeps_the_old_file(tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    """safetensors reports a failed write as text ending in "(os error 28)" (the form it
+    gives e.g. for EFBIG under a file-size limit); that must read as a full disk."""
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+
+    target = tmp_path / "last.safetensors"
+    ck.save_weights({"w": torch.ones(3)}, target)
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(CalfCheckpointError, match=r"last\.safetensors: no space left on device"):
+        ck.save_weights({"w": torch.zeros(3)}, target)
+    monkeypatch.undo()
+    assert torch.equal(ck.load_weights(target)["w"], torch.ones(3))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoints import BEST_WEIGHTS, HISTORY, LAST_WEIGHTS, RUN_CARD, STATE_TENSORS
-from .checkpoints import safetensors_metadata, save_weights, write_csv_atomic
+from .checkpoints import cpu_unshared, safetensors_metadata, save_weights, write_csv_atomic
 from .resume_file import save_training_state
 from ..errors import CalfCheckpointError, CalfError
 
@@ -92,13 +92,13 @@ class ResumePoints:
                 if not bool(torch.isfinite(value).all()):
                     raise ValueError(f"state of parameter {i}: {key} holds NaN or infinity")
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, weights: dict[str, Any] | None = None) -> dict[str, Any]:
         import torch
 
         np_state = np.random.get_state()
         return {
             "generation": self.generation, "best_generation": self.best_generation,
-            "model": self.model.state_dict(),
+            "model": self.model.state_dict() if weights is None else weights,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
@@ -119,18 +119,21 @@ class ResumePoints:
         self.generation = os.urandom(8).hex()
         if improved:
             self.best_generation = self.generation
-        save_training_state(self.run_dir, self._state())  # the commit
+        # one CPU copy of the (channels-last) weights serves the state and both copies
+        weights = cpu_unshared(self.model.state_dict())
+        save_training_state(self.run_dir, self._state(weights))  # the commit
         if improved:
-            self._save_copy(BEST_WEIGHTS)
-        self._save_copy(LAST_WEIGHTS)
+            self._save_copy(BEST_WEIGHTS, weights)
+        self._save_copy(LAST_WEIGHTS, weights)
         self._write_card(status)
 
-    def _save_copy(self, name: str) -> None:
+    def _save_copy(self, name: str, weights: dict[str, Any] | None = None) -> None:
         meta = {"generation": str(self.generation), "epoch": str(self.epoch - 1),
                 "step": str(self.step)}
         if name == BEST_WEIGHTS:
             meta.update(epoch=str(self.best_epoch), dice=str(self.best_dice))
-        save_weights(self.model, self.run_dir / name, metadata=meta)
+        save_weights(self.model.state_dict() if weights is None else weights,
+                     self.run_dir / name, metadata=meta)
 
     def _repair_copies(self) -> None:
         """On resume: rewrite what a kill after the last commit left stale."""

@@ -32,9 +32,10 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ LOCK_FILE = ".napari-calf.lock"
 RUN_FILES = (BEST_WEIGHTS, LAST_WEIGHTS, RUN_CARD, HISTORY, STATE_TENSORS, STATE_JSON)
 
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -70,10 +72,36 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
         The disk is full (or over quota): the message names the file, the megabytes it
         needs and the fix; or another OS error while writing, named likewise.
     """
-    path = Path(path)
+    return _write_atomic(Path(path), lambda tmp: tmp.write_bytes(data), len(data))
+
+
+def write_safetensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                             metadata: dict[str, str] | None = None) -> Path:
+    """Write CPU-contiguous ``tensors`` as safetensors, atomically (errors as in
+    :func:`write_bytes_atomic`). Streams to the disk: no second copy in memory."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(dict(tensors), str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            # the writer reports a failed write as text ("… No space left on device (os
+            # error 28)"); its code is what tells a full disk from anything else
+            code = _OS_ERROR.search(str(exc))
+            if code is None:
+                raise
+            errno_ = int(code[1])
+            raise OSError(errno_, os.strerror(errno_), str(tmp)) from None
+
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    return _write_atomic(Path(path), write, nbytes)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object], nbytes: int) -> Path:
     try:
         with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
+            write(tmp)
     except CalfFileExistsError:
         raise
     except CalfInputError as exc:
@@ -81,12 +109,12 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
         # (kept as the context) tells a full disk, which run files explain their own way
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, OSError) and not isinstance(cause, CalfError):
-            raise write_error(path, cause, len(data)) from None
+            raise write_error(path, cause, nbytes) from None
         raise CalfCheckpointError(str(exc)) from None
     except CalfError:
         raise
     except OSError as exc:
-        raise write_error(path, exc, len(data)) from None
+        raise write_error(path, exc, nbytes) from None
     return path
 
 
@@ -254,21 +282,16 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def save_weights(
     state: Mapping[str, torch.Tensor] | Any, path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write a model's (or a state dict's) tensors to ``path`` atomically as safetensors.
-
-    Serialised in memory and written by Python, so a full disk is an ``OSError`` with its
-    errno (safetensors' own writer reports it as an opaque ``SafetensorError``), turned
-    into a :class:`CalfCheckpointError` by :func:`write_bytes_atomic`.
-    """
-    from safetensors.torch import save
-
+    """Write a model's (or a state dict's) tensors to ``path`` atomically as safetensors
+    (a full disk is a :class:`CalfCheckpointError`, see :func:`write_safetensors_atomic`)."""
     if hasattr(state, "state_dict"):
         state = state.state_dict()
-    tensors = cpu_unshared({k: v for k, v in state.items()})
-    return write_bytes_atomic(path, save(tensors, metadata=metadata))
+    return write_safetensors_atomic(path, cpu_unshared(state), metadata)
 
 
 def cpu_unshared(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The tensors on the CPU, contiguous and not sharing memory, as safetensors wants
+    them (tensors that already are so are not copied)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     # safetensors refuses tensors sharing memory; copies are cheap at checkpoint time
     shared = _shared_ptrs(tensors)

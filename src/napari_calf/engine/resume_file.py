@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoints import LAST_WEIGHTS, STATE_TENSORS, cpu_unshared, check_safetensors
-from .checkpoints import safetensors_metadata, write_bytes_atomic
+from .checkpoints import safetensors_metadata, write_safetensors_atomic
 from ..errors import CalfCheckpointError, CalfConfigError
 
 #: Marks a resume point of this layout (one file) in its safetensors metadata.
@@ -28,13 +28,11 @@ def save_training_state(run_dir: str | Path, state: dict[str, Any]) -> Path:
     """Commit a resume point: the whole nested ``state`` (tensors and the rest) as ONE
     safetensors file, moved into place atomically, so a kill at any moment leaves either
     the previous resume point or this one, never a mixture."""
-    from safetensors.torch import save
-
     tensors: dict[str, Any] = {}
     structure = flatten(state, "", tensors)
     metadata = {"format": STATE_FORMAT, "structure": json.dumps(structure)}
-    return write_bytes_atomic(Path(run_dir) / STATE_TENSORS,
-                              save(cpu_unshared(tensors), metadata=metadata))
+    return write_safetensors_atomic(Path(run_dir) / STATE_TENSORS, cpu_unshared(tensors),
+                                    metadata)
 
 
 def load_training_state(run_dir: str | Path) -> dict[str, Any]:
