@@ -14,6 +14,7 @@ stats               dataset_areas + imbalance_stats / numpy+scipy peer          
 data_anon           peak anonymous memory preparing the largest N / smallest N  <= 1.15
 data_time           seconds per case preparing the largest N / smallest N       <= 1.25
 data_epoch_file     file pages mapped during an epoch / store size              <= 0.1 [#]
+audit               score_case / bare label+EDT pass over the 20 mm box (median) <= 1.0
 ==================  ==========================================================  ========
 
 [#] judged on stores of 100 MiB or more (the full run's); smaller ones show "?".
@@ -88,6 +89,12 @@ def _data(quick: bool) -> list[str]:
             "--jobs", str(min(16, os.cpu_count() or 1))]
 
 
+def _audit(quick: bool) -> list[str]:
+    if quick:
+        return ["audit_scoring.py", "--cases", "2", "--repeats", "1"]
+    return ["audit_scoring.py", "--cases", "12", "--repeats", "3"]
+
+
 #: name -> (command builder, seconds allowed in the full run, in the quick run)
 BENCHMARKS: dict[str, tuple[Callable[[bool], list[str]], int, int]] = {
     **{f"train_{a}": ((lambda q, a=a: _train(a, q)), 150, 60) for a in ARCHS},
@@ -95,6 +102,7 @@ BENCHMARKS: dict[str, tuple[Callable[[bool], list[str]], int, int]] = {
     "loss": (_loss, 90, 40),
     "stats": (_stats, 90, 30),
     "data": (_data, 180, 90),
+    "audit": (_audit, 90, 40),
 }
 #: names --only accepts for groups of benchmarks
 GROUPS = {"train": [f"train_{a}" for a in ARCHS]}
@@ -125,6 +133,9 @@ def _rows(name: str, figures: dict) -> list[dict]:
                                f"({f['device']})",
         "loss": lambda f: ", ".join(f"{d} worst {v['worst_median_ratio']:.2f}"
                                     for d, v in f["devices"].items()),
+        "audit": lambda f: f"ours {f['ours_s'] * 1e3:.0f} ms per case, boxed peer "
+                           f"{f['boxed_peer_s'] * 1e3:.0f} ms, whole-volume peer "
+                           f"{f['peer_s'] * 1e3:.0f} ms, {f['cases']} phantom cases",
     }.get(name, lambda f: (
         f"{f['arch']}-{f['encoder']}, ours {min(f['ours_images_per_s']):.0f}-"
         f"{max(f['ours_images_per_s']):.0f} vs bare {min(f['bare_images_per_s']):.0f}-"
