@@ -24,6 +24,25 @@ def _laptop_window(viewer, qtbot) -> None:
     qtbot.wait(300)
 
 
+def test_gui_heartbeat_reference_napari_moving_through_slices(make_napari_viewer, qtbot, heartbeat) -> None:
+    """The yardstick: napari alone redrawing its window (no napari-calf work running).
+
+    Under Xvfb with Mesa's software OpenGL every window repaint is composed on the CPU,
+    so this is the smallest pause any visible change can cost on such a machine; the
+    figures of the other tests read against it.
+    """
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-calf", "brain_tumour_phantom")
+    _dock, _widget = viewer.window.add_plugin_dock_widget(*ANALYSIS)
+    _laptop_window(viewer, qtbot)
+    start = heartbeat.now()
+    for step in range(20, 40):  # a user scrolling through 20 slices
+        viewer.dims.set_current_step(0, step)
+        qtbot.wait(100)
+    gap = heartbeat.report("napari alone, moving through 20 slices (reference)", start, heartbeat.now())
+    assert gap < MAX_GAP_S
+
+
 def test_gui_heartbeat_during_analysis_and_filter_edits(
     make_napari_viewer, qtbot, heartbeat, phantom6: Path
 ) -> None:
