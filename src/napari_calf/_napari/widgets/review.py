@@ -108,6 +108,7 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         self.review: ReviewResult | None = None
         self.image_combos: dict[str, LayerCombo] = {}
         self.activity = Activity("CALF prediction")
+        self.destroyed.connect(self.activity.close)  # no bar left behind by a closed dock
         self._review_worker: Any = None
         self._review_again = False
         self._best_slice: int | None = None
