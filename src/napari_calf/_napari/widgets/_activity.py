@@ -60,6 +60,9 @@ class Activity:
         self._moved = 0.0
         self._text_now = title
         self._total = 0
+        self._busy = False
+        self._flush_pending = False
+        self._current: int | None = None
 
     @property
     def running(self) -> bool:
@@ -82,17 +85,42 @@ class Activity:
             self._total = int(total)
         if message is not None:
             self._text_now = self._text(message)
+        if current is not None:
+            self._current = int(current)
+        if not self._flush_pending:
+            # napari's bar processes events: never from inside the caller's slot, where
+            # the job's next (or last) slot would run before this one has finished
+            from qtpy.QtCore import QTimer
+
+            self._flush_pending = True
+            QTimer.singleShot(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self._started is None or self._busy:
+            return  # ended meanwhile, or called again from inside napari's processEvents
+        self._busy = True
+        try:
+            self._move(self._current)
+        finally:
+            self._busy = False
+
+    def _move(self, current: int | None) -> None:
+        from napari.utils import progress
+
         now = time.monotonic()
         bar = self.bar
         if bar is None:
-            if now - self._started < SHOW_AFTER_S:
+            if self._started is None or now - self._started < SHOW_AFTER_S:
                 return
-            from napari.utils import progress
-
-            bar = self.bar = progress(total=self._total, desc=self._text_now)
+            bar = progress(total=self._total, desc=self._text_now)
+            if self._started is None:  # the job ended while napari built its bar
+                bar.close()
+                return
+            self.bar = bar
         elif self._text_now != bar.desc:
             bar.set_description(self._text_now)
-        if now - self._moved < UPDATE_INTERVAL_S:
+        if now - self._moved < UPDATE_INTERVAL_S or self.bar is None:
             return
         self._moved = now
         if self._total != bar.total:
@@ -101,7 +129,8 @@ class Activity:
             bar.update(int(current) - bar.n)
 
     def close(self) -> None:
-        """The job ended: remove it from the activity dock (safe to call twice)."""
+        """The job ended: remove it from the activity dock (safe to call twice, and from
+        inside :meth:`update`, where napari may run this job's last slot re-entrantly)."""
         bar, self.bar, self._started = self.bar, None, None
         if bar is not None:
             bar.close()

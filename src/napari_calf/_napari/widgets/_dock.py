@@ -177,5 +177,10 @@ def first_shown(widget: QWidget, viewer: Any, title: str) -> None:
     if dock is not None:
         # the tab shows the window title; the dock's name (napari's key) stays as it was
         dock.setWindowTitle(title)
+        area = getattr(widget, "scroll_area", None)
+        if area is not None:
+            # napari sets a 50 px minimum on its docks, which lets a small window squeeze
+            # ours into a strip that must be scrolled sideways: the contents' width instead
+            dock.setMinimumWidth(area.minimumSizeHint().width() + 4)
     fit_view_soon(viewer)
     QTimer.singleShot(0, warm_up)  # napari's activity widgets, built now rather than mid-job

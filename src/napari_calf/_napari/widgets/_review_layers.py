@@ -23,17 +23,24 @@ def put_labels(viewer: Any, name: str, data: np.ndarray, reference: Any, metadat
     from napari.utils.colormaps import DirectLabelColormap
 
     colormap = DirectLabelColormap(color_dict=colours)
-    grid = _grid(reference)
     if name in viewer.layers:
         layer = viewer.layers[name]
-        layer.data = data
+        _match_grid(layer, reference)
         layer.metadata = metadata
-        layer.colormap = colormap
-        for key, value in grid.items():
-            setattr(layer, key, value)
+        layer.data = data
     else:
-        viewer.add_labels(data, name=name, metadata=metadata, colormap=colormap, opacity=0.7, **grid)
+        viewer.add_labels(data, name=name, metadata=metadata, colormap=colormap, opacity=0.7,
+                          **_grid(reference))
     return name
+
+
+def _match_grid(layer: Any, reference: Any) -> None:
+    """Give ``layer`` the reference's grid, touching only what differs: every change
+    makes napari redraw the layer, five in a row cost the GUI thread five redraws."""
+    for key, value in _grid(reference).items():
+        if not np.allclose(np.asarray(getattr(layer, key) if key != "affine" else layer.affine.affine_matrix),
+                           np.asarray(value)):
+            setattr(layer, key, value)
 
 
 def _grid(reference: Any) -> dict[str, Any]:
@@ -62,11 +69,11 @@ def put_class_image(viewer: Any, name: str, data: np.ndarray, reference: Any, me
     limits = (-0.5, n + 0.5)
     if name in viewer.layers:
         layer = viewer.layers[name]
-        layer.data = data
+        _match_grid(layer, reference)
         layer.metadata = metadata
-        for key, value in _grid(reference).items():
-            setattr(layer, key, value)
-        layer.contrast_limits = limits
+        layer.data = data
+        if tuple(layer.contrast_limits) != limits:
+            layer.contrast_limits = limits
     else:
         viewer.add_image(data, name=name, metadata=metadata, colormap=class_colormap(colours, name),
                          contrast_limits=limits, interpolation2d="nearest", opacity=0.8,

@@ -154,7 +154,7 @@ class TrainingForm(QWidget):
         self.selection.setWordWrap(True)
         self.selection.setStyleSheet("font-weight: bold;")  # theme colours: readable in light and dark
         # fixed: filled in when a run starts, and must not shift the plots below then
-        self.selection.setFixedHeight(4 * self.selection.fontMetrics().lineSpacing() + 4)
+        self.selection.setFixedHeight(5 * self.selection.fontMetrics().lineSpacing() + 4)
         layout.addRow("Loss", self.loss)
         layout.addRow("", self.selection)
 

@@ -79,6 +79,7 @@ class AnalysisWidget(AnalysisFilesMixin, QWidget):
         self._compute_worker: Any = None
         self._compute_again = False
         self.activity = Activity("CALF analysis")
+        self.destroyed.connect(self.activity.close)  # no bar left behind by a closed dock
         build_analysis_ui(self, napari_viewer.theme)
         self._recompute_timer = QTimer(self)
         self._recompute_timer.setSingleShot(True)

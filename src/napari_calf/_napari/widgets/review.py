@@ -110,8 +110,11 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         self.review: ReviewResult | None = None
         self.image_combos: dict[str, LayerCombo] = {}
         self.activity = Activity("CALF prediction")
+        self.destroyed.connect(self.activity.close)  # no bar left behind by a closed dock
         self._review_worker: Any = None
         self._review_again = False
+        self._best_slice: int | None = None
+        self._computed: ReviewResult | None = None
         self._framed = False
         self._edit_timer = QTimer(self)
         self._edit_timer.setSingleShot(True)
@@ -278,9 +281,15 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         put_labels(self.viewer, name, mask, reference, {METADATA_KEY: info},
                    {None: "transparent", 0: "transparent", 1: "#00bfff"})
         self._watch_edits(self.viewer.layers[name])
-        if best is not None:  # where the model sees the most tumour, not an empty slice
-            self.go_to_slice(best)
         self._set_status(f"Predicted {int(np.count_nonzero(mask))} tumour voxels.")
+        # the rest in the next turn of the event loop: napari repaints its window after each
+        # turn, and a new layer plus a new slice in one turn make one long pause
+        self._best_slice = best
+        QTimer.singleShot(0, self._after_prediction)
+
+    def _after_prediction(self) -> None:
+        if self._best_slice is not None:  # where the model sees the most tumour, not an empty slice
+            self.go_to_slice(self._best_slice)
         self.update_review()
 
     # ------------------------------------------------------------------ review against truth
@@ -351,11 +360,10 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         if self._review_again or pred_name not in self.viewer.layers or truth_name not in self.viewer.layers:
             return  # stale, or its layers were removed meanwhile
         pred_layer = self.viewer.layers[pred_name]
-        self.review = computed.result
         spacing, target = self._lesion_context
         self.lesions.start(layer_to_canonical(computed.pred), layer_to_canonical(computed.truth),
                            spacing, target)
-        self.errors_name = f"{self.review.case} errors"
+        self.errors_name = f"{computed.result.case} errors"
         info = {**((pred_layer.metadata or {}).get(METADATA_KEY) or {}),
                 "source": "errors (1 TP, 2 FP, 3 FN)", "role": ERRORS_ROLE}
         put_class_image(self.viewer, self.errors_name, computed.errors, pred_layer, {METADATA_KEY: info},
@@ -364,6 +372,12 @@ class ReviewWidget(ReviewInputsMixin, ReviewExportsMixin, QWidget):
         # with its blue/magenta/aquamarine (the BraTS green especially)
         pred_layer.visible = False
         self.viewer.layers[truth_name].visible = False
+        # numbers, table and plot in the next turn (see _on_prediction)
+        self._computed = computed.result
+        QTimer.singleShot(0, self._finish_review)
+
+    def _finish_review(self) -> None:
+        self.review = self._computed
         self._show_review()
 
     def _show_review(self) -> None:

@@ -75,6 +75,7 @@ class TrainingWidget(QWidget):
         self.preloaded = threading.Event()
         start_preload(self.preloaded)
         self.activity = Activity("CALF fine-tuning")
+        self.destroyed.connect(self.activity.close)  # no bar left behind by a closed dock
         self._framed = False
 
         self.form = TrainingForm(self)
