@@ -128,9 +128,10 @@ class Activity:
         if current is not None and int(current) != bar.n:
             bar.update(int(current) - bar.n)
 
-    def close(self) -> None:
+    def close(self, *_signal_args: object) -> None:
         """The job ended: remove it from the activity dock (safe to call twice, and from
-        inside :meth:`update`, where napari may run this job's last slot re-entrantly)."""
+        inside :meth:`update`, where napari may run this job's last slot re-entrantly).
+        Also a slot for a dock's ``destroyed`` signal, whose argument it ignores."""
         bar, self.bar, self._started = self.bar, None, None
         if bar is not None:
             bar.close()
