@@ -98,12 +98,52 @@ BEAT_MS = 50
 #: README, never asserted tightly, since CI machines share their cores with other jobs
 #: (this session measured 143-362 ms at a load average of 6).
 MAX_GAP_S = 1.0
+#: How often the GUI thread's Python stack is sampled, to tell whose code a long gap ran.
+SAMPLE_S = 0.004
+#: Code of napari and the libraries it draws with: time spent there is napari's, also when
+#: napari-calf called it (adding a layer, say).
+NAPARI_SIDE = ("/napari/", "/vispy/", "/superqt/", "/magicgui/", "/app_model/", "/qtpy/", "/OpenGL/")
+
+
+def whose(stack: tuple[str, ...]) -> str:
+    """``"napari-calf"``, ``"napari"`` or ``"qt"`` for one sample of the GUI thread's stack
+    (innermost frame first): the first frame of either side decides; a stack with neither
+    is Qt's own C++ work (painting, compositing the window) under the event loop."""
+    for frame in stack:
+        if "/napari_calf/" in frame:
+            return "napari-calf"
+        if frame.startswith("site:") and any(part in frame for part in NAPARI_SIDE):
+            return "napari"
+    return "qt"
+
+
+def longest_stretch(samples: list[tuple[float, str]], side: str) -> float:
+    """Longest run of consecutive samples on ``side``, in seconds (one sample counts as one
+    sampling interval)."""
+    best, first = 0.0, None
+    for (t, who), following in zip(samples, samples[1:] + [(None, None)]):
+        if who != side:
+            first = None
+            continue
+        first = t if first is None else first
+        if following[1] != side:
+            best = max(best, t - first + SAMPLE_S)
+    return best
 
 
 class Heartbeat:
-    """A 50 ms QTimer on the GUI thread; records when each beat arrives."""
+    """A 50 ms QTimer on the GUI thread; records when each beat arrives.
+
+    A sampling thread records, every :data:`SAMPLE_S`, whose code the GUI thread is
+    running (:func:`whose`), so a long gap can be told apart: napari-calf's own work on
+    the GUI thread (what the widgets control) from napari's and Qt's drawing (what any
+    visible change costs; under Xvfb with Mesa's software OpenGL that is itself about
+    100 ms per window repaint). ``NAPARI_CALF_EXPLAIN_GAPS=1`` prints the stacks of
+    each gap over 90 ms.
+    """
 
     def __init__(self) -> None:
+        import threading
         import time
 
         from qtpy.QtCore import QTimer
@@ -113,6 +153,33 @@ class Heartbeat:
         self.timer = QTimer()
         self.timer.setInterval(BEAT_MS)
         self.timer.timeout.connect(lambda: self.beats.append(self._clock()))
+        self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self._sampling = threading.Event()
+
+    def start(self) -> None:
+        import sys
+        import threading
+
+        self.timer.start()
+        main = threading.main_thread().ident
+
+        def sample() -> None:
+            while not self._sampling.is_set():
+                frame, stack = sys._current_frames().get(main), []
+                while frame is not None:
+                    name = frame.f_code.co_filename.replace("\\", "/")
+                    if "site-packages/" in name:  # an installed library: "site:/<package path>"
+                        name = "site:/" + name.rsplit("site-packages/", 1)[-1]
+                    stack.append(f"{name}:{frame.f_lineno}:{frame.f_code.co_name}")
+                    frame = frame.f_back
+                self.samples.append((self._clock(), tuple(stack)))
+                self._sampling.wait(SAMPLE_S)
+
+        threading.Thread(target=sample, daemon=True, name="heartbeat-sampler").start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self._sampling.set()
 
     def now(self) -> float:
         return self._clock()
@@ -127,20 +194,42 @@ class Heartbeat:
         gaps = [b - a for a, b in zip(inside, inside[1:])]
         return max(gaps), len(inside) - 2
 
+    def own_stretch(self, start: float, end: float) -> float:
+        """Longest time napari-calf's own code ran on the GUI thread at a stretch in
+        [start, end] (numpy and the like called from it count; napari called from it not)."""
+        return longest_stretch([(t, whose(s)) for t, s in self.samples if start <= t <= end], "napari-calf")
+
     def report(self, activity: str, start: float, end: float) -> float:
         """Print the figure for ``activity`` (run pytest with -s to see it) and return it."""
         gap, beats = self.largest_gap(start, end)
+        own = self.own_stretch(start, end)
         print(f"\nGUI heartbeat during {activity}: largest gap {gap * 1000:.0f} ms over "
-              f"{end - start:.1f} s ({beats} beats of {BEAT_MS} ms)")
+              f"{end - start:.1f} s ({beats} beats of {BEAT_MS} ms); napari-calf's own code "
+              f"held the GUI thread at most {own * 1000:.0f} ms at a stretch")
+        if os.environ.get("NAPARI_CALF_EXPLAIN_GAPS"):
+            self._explain(start, end)
         return gap
+
+    def _explain(self, start: float, end: float, longer_than: float = 0.09) -> None:
+        import collections
+
+        inside = [start] + [t for t in self.beats if start < t < end] + [end]
+        for a, b in zip(inside, inside[1:]):
+            if b - a < longer_than:
+                continue
+            stacks = [s for t, s in self.samples if a <= t <= b]
+            sides = collections.Counter(whose(s) for s in stacks)
+            print(f"  gap {(b - a) * 1000:.0f} ms, {len(stacks)} samples: {dict(sides)}")
+            for where, n in collections.Counter(" < ".join(s[:5]) for s in stacks).most_common(6):
+                print(f"    {n:4d}  {where}")
 
 
 @pytest.fixture
 def heartbeat():
     beat = Heartbeat()
-    beat.timer.start()
+    beat.start()
     yield beat
-    beat.timer.stop()
+    beat.stop()
 
 
 # -- screenshots at a laptop's screen size -------------------------------------------------

@@ -3,8 +3,10 @@
 A 50 ms QTimer on the GUI thread stands in for the user (fixture ``heartbeat`` in
 conftest.py): if the GUI thread computed statistics, drew a plot or held the GIL for
 long, beats would arrive late. For each activity the largest gap between beats is
-printed (run pytest with ``-s``); docs/_readme_gui.md reports the figures. The goal is
-< 100 ms; the assertion (``MAX_GAP_S``, 250 ms) leaves room for loaded CI machines.
+printed (run pytest with ``-s``), with the longest stretch napari-calf's own code held the
+GUI thread (a sampling profiler tells it from napari's and Qt's drawing); the README
+reports the figures. The goal is < 100 ms; the assertion (``MAX_GAP_S``, 1 s) catches gross
+freezes and leaves room for loaded CI machines.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MAX_GAP_S
+from conftest import MAX_GAP_S, longest_stretch, whose
 
 ANALYSIS = ("napari-calf", "Imbalance analysis (CALF)")
 TRAINING = ("napari-calf", "Fine-tune (CALF)")
@@ -162,3 +164,15 @@ def test_gui_heartbeat_during_predict_and_review(
     edit_gap = heartbeat.report("the review after a ground-truth edit", start, heartbeat.now())
     assert predict_gap < MAX_GAP_S + layer_cost, f"the GUI stalled for {predict_gap * 1000:.0f} ms"
     assert edit_gap < MAX_GAP_S, f"the GUI stalled for {edit_gap * 1000:.0f} ms"
+
+
+def test_whose_time_a_sample_is() -> None:
+    """The attribution the heartbeat figures rely on: the innermost side decides."""
+    ours = ("site:/numpy/_core/fromnumeric.py:1:sort", "/src/napari_calf/_napari/widgets/_plots.py:9:histogram",
+            "site:/napari/_qt/qt_main_window.py:318:event")
+    theirs = ("site:/vispy/gloo/glir.py:1:draw", "/src/napari_calf/_napari/widgets/_review_layers.py:32:put_labels")
+    qt = ("site:/pytestqt/qt_compat.py:160:exec", "/work/tests/napari/test_x.py:1:test_x")
+    assert [whose(s) for s in (ours, theirs, qt)] == ["napari-calf", "napari", "qt"]
+    samples = [(0.0, "qt"), (0.004, "napari-calf"), (0.008, "napari-calf"), (0.012, "napari"),
+               (0.016, "napari-calf")]
+    assert longest_stretch(samples, "napari-calf") == pytest.approx(0.008)

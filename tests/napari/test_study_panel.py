@@ -95,7 +95,8 @@ def test_review_widget_opens_a_study_window(make_napari_viewer, qtbot, study_dir
     assert review.study_button.text() == "Open study…"
     review.open_study(study_dir)
     panel = review.study_panel
-    assert panel is not None and panel.isVisible()
+    assert panel is not None
+    qtbot.waitUntil(panel.isVisible, timeout=5000)
     assert panel.windowFlags() & Qt.WindowType.Window
     panel.runs_table.cellDoubleClicked.emit(0, 0)
     assert review.run_dir == study_dir / "runs" / "unet__calf__seed0"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -132,6 +132,9 @@ class StudyPanel(QWidget):
     on_run : callable, optional
         Called with a run folder (``Path``) when a run is double-clicked; the signal
         ``run_activated`` carries the same path as text.
+    window : bool
+        A top-level window of its own (given at construction: changing a widget's window
+        flags later makes Qt build its native window twice).
     """
 
     run_activated = Signal(str)
@@ -139,8 +142,8 @@ class StudyPanel(QWidget):
     plots_loaded = Signal()
 
     def __init__(self, on_run: Callable[[Path], Any] | None = None,
-                 parent: QWidget | None = None, *, theme: str | None = None) -> None:
-        super().__init__(parent)
+                 parent: QWidget | None = None, *, theme: str | None = None, window: bool = False) -> None:
+        super().__init__(parent, Qt.WindowType.Window if window else Qt.WindowType.Widget)
         from ._plots import theme_colours
 
         self.on_run = on_run
@@ -333,8 +336,7 @@ def open_study_window(parent: QWidget, folder: str | Path | None = None,
         folder = QFileDialog.getExistingDirectory(parent, "Open a napari-calf study folder")
         if not folder:
             return None
-    panel = StudyPanel(on_run=on_run, parent=parent, theme=theme)
-    panel.setWindowFlag(Qt.WindowType.Window, True)
+    panel = StudyPanel(on_run=on_run, parent=parent, theme=theme, window=True)
     panel.setWindowTitle("napari-calf: loss comparison study")
     try:
         panel.open_study(folder)
@@ -345,5 +347,7 @@ def open_study_window(parent: QWidget, folder: str | Path | None = None,
         panel.deleteLater()
         return None
     panel.resize(1000, 640)
-    panel.show()
+    # shown in the next turn of the event loop: building the panel and laying out and
+    # painting a new window in one turn would pause napari for their sum
+    QTimer.singleShot(0, panel.show)
     return panel
