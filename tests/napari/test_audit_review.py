@@ -227,8 +227,22 @@ def test_reopening_the_audit_remembers_what_was_reviewed_and_fine_tune_is_filled
 
     trainers = viewer.window._qt_window.findChildren(TrainingWidget)
     assert len(trainers) == 1
-    assert trainers[0].form.data_dir.text() == str(audit["data"])
-    assert "labels" in widget.status.text().lower()
+    form = trainers[0].form
+    corrections = audit["root"] / "corrections"
+    assert form.data_dir.text() == str(audit["data"])
+    assert form.labels_from.text() == str(corrections)
+    assert "no corrected label has been saved yet" in widget.status.text()  # only 'label is right'
+
+    # once a corrected label exists, the run the dock would start trains on it
+    corrected = corrections / audit["case_id"] / audit["label_file"].name
+    corrected.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(audit["label_file"], corrected)
+    widget.open_fine_tune()
+    assert len(viewer.window._qt_window.findChildren(TrainingWidget)) == 1
+    assert widget.status.text().startswith("Fine-tune filled in: labels from")
+    config = form.run_config()
+    assert config.data.labels_from == str(corrections)
+    assert config.data.data_dir == str(audit["data"])
 
 
 def test_a_folder_without_an_audit_is_reported_not_fatal(make_napari_viewer, qtbot, tmp_path: Path) -> None:

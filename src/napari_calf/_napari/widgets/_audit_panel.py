@@ -196,33 +196,20 @@ class AuditReviewPanel(QWidget):
 
 
 def fill_fine_tune(viewer: Any, folder: Any, dock: tuple[str, str]) -> tuple[str, bool]:
-    """Open the fine-tune dock filled for training on ``folder``'s corrections.
+    """Open the fine-tune dock filled for training on ``folder``'s corrections: the audited
+    data, labels from ``AUDIT/corrections`` and (when empty) a run folder inside the audit.
 
-    The labels-from setting is filled when the dock's form has a ``labels_from`` field;
-    otherwise the message says how to do it (``DataConfig.labels_from`` from the command line).
-    Returns the message and whether everything was filled in.
+    Returns the message and whether there is a saved correction to train on.
     """
-    from dataclasses import fields
-
-    from ...config import DataConfig
-
     corrections = folder.corrections_dir
     _dock, widget = viewer.window.add_plugin_dock_widget(*dock)
     form = widget.form
     form.data_dir.setText(str(folder.data_dir))
+    form.labels_from.setText(str(corrections))
     if not form.out_dir.text():
         form.out_dir.setText(str(folder.root / "finetune-corrections"))
-    field = getattr(form, "labels_from", None)
-    filled = field is not None and hasattr(field, "setText")
-    if filled:
-        field.setText(str(corrections))
-        message = f"Fine-tune filled in: labels from {corrections} where corrected."
-    elif "labels_from" in {f.name for f in fields(DataConfig)}:
-        message = ("The fine-tune dock has no 'labels from' field in this version: train with "
-                   f"`napari-calf train {folder.data_dir} --labels-from {corrections}`.")
-    else:
-        message = ("This napari-calf cannot train on corrected labels yet (no labels-from "
-                   "setting): the fine-tune dock would use the original labels.")
     if not any(corrections.glob("*/*.nii*")):
-        message += " No corrected label has been saved yet."
-    return message, filled
+        return ("Fine-tune filled in, but no corrected label has been saved yet: review some "
+                "issues first (the run would train on the original labels).", False)
+    return (f"Fine-tune filled in: labels from {corrections} where corrected; press Start "
+            "(set 'Start from' to fine-tune a trained model).", True)

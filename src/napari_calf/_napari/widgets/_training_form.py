@@ -120,6 +120,13 @@ class TrainingForm(QWidget):
                                      "(open it from the Plugins menu first).")
         self.data_dir.layout().addWidget(self.use_analysed)
         layout.addRow("Data", self.data_dir)
+        self.labels_from = PathField("Folder of corrected label maps (an audit's corrections/)")
+        self.labels_from.edit.setPlaceholderText("optional: corrected labels")
+        self.labels_from.setToolTip(
+            "Label maps that replace a case's own: <folder>/<case>/<label file>, as the "
+            "Annotation review dock saves them in AUDIT/corrections. Corrected cases always "
+            "train; the originals are never changed.")
+        layout.addRow("Labels from", self.labels_from)
 
         self.arch = QComboBox()
         self.arch.addItems(list(ARCHITECTURES))
@@ -237,6 +244,7 @@ class TrainingForm(QWidget):
             data_dir=self.data_dir.text(),
             val_fraction=float(self.val_fraction.value()),
             max_slices_per_case=self.max_slices.value() or None,
+            labels_from=self.labels_from.text().strip() or None,
         )
         model = ModelConfig(
             arch=self.arch.currentText(),
