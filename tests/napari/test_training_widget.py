@@ -101,6 +101,8 @@ def test_training_from_the_widget_shows_progress_curves_and_writes_a_checkpoint(
     plots = (widget.curves.loss_plot, widget.curves.dice_plot)
     window_shot(viewer, "training", plots=plots)
     assert not any(plot.overlapping_ticks() for plot in plots)
+    selection = widget.form.selection  # a fixed-height label: at 1366x768 its whole text shows
+    assert selection.heightForWidth(selection.width()) <= selection.height(), selection.text()
 
     # "Review this model" hands the run to the review widget
     qtbot.mouseClick(widget.review_button, Qt.MouseButton.LeftButton)

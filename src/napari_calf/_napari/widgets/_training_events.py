@@ -50,8 +50,7 @@ def selection_text(started: TrainStarted) -> str:
 def split_note(started: TrainStarted) -> str:
     """Why S and K here differ from the analysis widget's: they come from the training split."""
     n_train, n_all = len(started.train_cases), len(started.train_cases) + len(started.val_cases)
-    return (f"(S and K of the training split only, {n_train} of {n_all} cases: they differ a "
-            "little from the analysis widget's, which uses every case.)")
+    return f"(S, K of the training split only, {n_train} of {n_all} cases; the analysis uses all)"
 
 
 def describe_event(event: Any) -> UiUpdate:

@@ -163,7 +163,7 @@ class TrainingForm(QWidget):
         # fixed: filled in when a run starts, and must not shift the plots below then
         self.selection.setFixedHeight(5 * self.selection.fontMetrics().lineSpacing() + 4)
         layout.addRow("Loss", self.loss)
-        layout.addRow("", self.selection)
+        layout.addRow(self.selection)  # the whole row wide: its text needs the room
 
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 10_000)

@@ -293,6 +293,7 @@ class TrainingWidget(QWidget):
             self.curves.set_epochs(update.epochs)
         if update.selection:
             self.form.selection.setText(update.selection)
+            self.form.selection.setToolTip(update.selection)
         if update.total:
             self.progress.setRange(0, update.total)
             self.progress.setValue(min(update.current, update.total))
