@@ -197,3 +197,20 @@ def test_intensity_jitter_is_mild_and_leaves_background() -> None:
     inside = xa[:, :, 4:12, 4:12]
     assert inside.min() >= 1 - 0.1 - 0.1 - 1e-6 and inside.max() <= 1 + 0.1 + 0.1 + 1e-6
     assert inside.std() > 0
+
+
+def test_store_refuses_a_modality_off_the_label_grid_naming_both_files(tmp_path: Path) -> None:
+    from napari_calf.io.discovery import discover_cases
+
+    _write_lps_case(tmp_path / "data", "caseA", seed=0)
+    flair = tmp_path / "data/caseA/caseA_flair.nii.gz"
+    img = nib.load(flair)
+    shifted = img.affine.copy()
+    shifted[0, 3] += 2.0  # 2 mm off: it no longer overlays the label
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), flair)
+    cases = discover_cases(tmp_path / "data")
+    with pytest.raises(CalfInputError) as err:
+        drain(iter_build_slice_store(cases, {"caseA": np.array([5, 6])}, mode="memory"))
+    message = str(err.value)
+    assert "caseA_flair.nii.gz" in message and "caseA_seg.nii.gz" in message
+    assert "2 mm" in message and "co-register" in message

@@ -41,7 +41,7 @@ def prepare_case_slices(case: Any, idx: np.ndarray, modalities: Sequence[str], p
         A missing label, unreadable files, volumes on different grids, or a slice index
         beyond the case's depth.
     """
-    from ..io.volumes import load_volume
+    from ..io.volumes import check_same_grid, load_volume
 
     if case.label is None:
         raise CalfInputError(
@@ -63,32 +63,10 @@ def prepare_case_slices(case: Any, idx: np.ndarray, modalities: Sequence[str], p
     images = np.empty((idx.size, len(modalities), *pad.padded), dtype=np.float16)
     for c, modality in enumerate(modalities):
         volume = load_volume(case.images[modality], label=False)
-        _check_same_grid(label, volume)
+        check_same_grid(label, volume)
         mean, std = brain_moments(volume.data)
         chosen = np.moveaxis(volume.data[..., idx], -1, 0)
         del volume
         images[:, c] = pad.pad(apply_zscore(chosen, mean, std, clip))
     return images, targets
 
-
-def _check_same_grid(label: Any, image: Any) -> None:
-    """Refuse an image whose grid (shape or affine) differs from its case's label."""
-    from ..io.volumes import AFFINE_ATOL_MM
-
-    if image.data.shape[:3] != label.data.shape[:3]:
-        raise CalfInputError(
-            image.path,
-            f"does not match {label.path}: grid {image.data.shape[:3]} vs "
-            f"{label.data.shape[:3]} voxels (canonical RAS).",
-            "resample both onto the same grid (co-register them, e.g. with ANTs or FSL "
-            "flirt) or remove the odd file from the case.",
-        )
-    diff = float(np.max(np.abs(label.affine - image.affine)))
-    if diff > AFFINE_ATOL_MM:
-        raise CalfInputError(
-            image.path,
-            f"does not match {label.path}: their affines (voxel-to-mm maps) differ by up "
-            f"to {diff:.4g} mm, so they do not overlay.",
-            "resample both onto the same grid (co-register them) or, if they truly are "
-            "aligned, copy the header of one onto the other (e.g. fslcpgeom).",
-        )

@@ -190,10 +190,10 @@ def _load_inputs(case_or_arrays: Any, run: LoadedRun,
                                  channel_order=channel_order, where=Path(obj[0]).parent,
                                  describe=shown)
         vols = [load_volume(p, label=False) for p in ordered]
-        from ..io.discovery import _check_same_grid
+        from ..io.volumes import check_same_grid
 
         for v in vols[1:]:
-            _check_same_grid(vols[0], v)
+            check_same_grid(vols[0], v)
         return [v.data for v in vols], vols[0], Path(obj[0]).name
     if isinstance(obj, Mapping):
         from ..io.volumes import Volume

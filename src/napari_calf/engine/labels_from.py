@@ -117,7 +117,7 @@ def apply_label_overrides(
         ``labels_dir`` is not a folder, a required replacement is missing, or a
         replacement is not on its case's grid (shape or affine) or not a label map.
     """
-    from ..io.discovery import _check_same_grid
+    from ..io.volumes import check_same_grid
     from ..io.volumes import load_volume
 
     root = Path(labels_dir).expanduser()
@@ -141,7 +141,7 @@ def apply_label_overrides(
         if measure:
             original = load_volume(case.label, label=True)
             replacement = load_volume(found, label=True)
-            _check_same_grid(original, replacement)
+            check_same_grid(original, replacement)
             diff = original.data != replacement.data
             changed = int(np.count_nonzero(diff))
             slices = tuple(int(z) for z in np.flatnonzero(diff.any(axis=(0, 1))))

@@ -11,6 +11,7 @@ from .._lazy import lazy_face
 _EXPORTS = {
     "Volume": "volumes", "load_volume": "volumes", "save_volume": "volumes",
     "save_like": "volumes", "to_source_orientation": "volumes", "label_dtype_for": "volumes",
+    "check_same_grid": "volumes",
     "MODALITIES_2021": "volumes", "MODALITIES_2023": "volumes",
     "Case": "discovery", "LoadedCase": "discovery", "LAYOUTS": "discovery",
     "discover_cases": "discovery", "load_case": "discovery",

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CalfInputError
-from .volumes import AFFINE_ATOL_MM, MODALITIES_2021, MODALITIES_2023, Volume, load_volume
+from .volumes import MODALITIES_2021, MODALITIES_2023, Volume, check_same_grid, load_volume
 from ._nifti import is_nifti_path, nifti_stem
 from .labels import ANY_BRATS_LABEL, check_label_values
 
@@ -351,28 +351,6 @@ def _missing_label_fix(case: Case) -> str:
     )
 
 
-def _check_same_grid(reference: Volume, other: Volume) -> None:
-    if reference.data.shape[:3] != other.data.shape[:3]:
-        raise CalfInputError(
-            other.path,
-            f"does not match {reference.path}: grid {other.data.shape[:3]} vs "
-            f"{reference.data.shape[:3]} voxels (canonical RAS).",
-            "resample both onto the same grid (co-register the modalities, e.g. with "
-            "ANTs or FSL flirt) or remove the odd file from the case.",
-        )
-    import numpy as np
-
-    diff = float(np.max(np.abs(reference.affine - other.affine)))
-    if diff > AFFINE_ATOL_MM:
-        raise CalfInputError(
-            other.path,
-            f"does not match {reference.path}: their affines (voxel-to-mm maps) differ by "
-            f"up to {diff:.4g} mm, so they do not overlay.",
-            "resample both onto the same grid (co-register them) or, if they truly are "
-            "aligned, copy the header of one onto the other (e.g. fslcpgeom).",
-        )
-
-
 def load_case(case: Case, *, require_label: bool = False) -> LoadedCase:
     """Load a case's images (float32) and label (integer), checked to share one grid.
 
@@ -407,5 +385,5 @@ def load_case(case: Case, *, require_label: bool = False) -> LoadedCase:
         check_label_values(label.data, ANY_BRATS_LABEL, case.label, case.label_convention)
     volumes = list(images.values()) + ([label] if label is not None else [])
     for other in volumes[1:]:
-        _check_same_grid(volumes[0], other)
+        check_same_grid(volumes[0], other)
     return LoadedCase(case=case, images=images, label=label)

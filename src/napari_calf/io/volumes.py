@@ -69,6 +69,29 @@ class Volume:
 # --------------------------------------------------------------------------- orientation
 
 
+def check_same_grid(reference: Volume, other: Volume) -> None:
+    """Refuse ``other`` unless it lies on ``reference``'s grid: same shape and affines equal
+    within :data:`AFFINE_ATOL_MM` (the modalities of a case, a label and its images, a
+    corrected label and the original). The message names both files and how to fix it."""
+    if reference.data.shape[:3] != other.data.shape[:3]:
+        raise CalfInputError(
+            other.path,
+            f"does not match {reference.path}: grid {other.data.shape[:3]} vs "
+            f"{reference.data.shape[:3]} voxels (canonical RAS).",
+            "resample both onto the same grid (co-register them, e.g. with ANTs or FSL "
+            "flirt) or remove the odd file from the case.",
+        )
+    diff = float(np.max(np.abs(reference.affine - other.affine)))
+    if diff > AFFINE_ATOL_MM:
+        raise CalfInputError(
+            other.path,
+            f"does not match {reference.path}: their affines (voxel-to-mm maps) differ by "
+            f"up to {diff:.4g} mm, so they do not overlay.",
+            "resample both onto the same grid (co-register them) or, if they truly are "
+            "aligned, copy the header of one onto the other (e.g. fslcpgeom).",
+        )
+
+
 def _to_canonical_ornt(source_affine: np.ndarray) -> np.ndarray:
     """nibabel orientation transform: array as stored -> canonical RAS."""
     from nibabel.orientations import io_orientation
