@@ -199,3 +199,16 @@ def test_lesion_settings_reach_the_scores_and_bad_ones_are_refused(data, fixed_m
     with pytest.raises(SystemExit):
         main(["evaluate", str(tmp_path / "run"), str(data), "--hd95", "hausdorff"])
     assert "hausdorff" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--lesion-min-volume", "-1", "-1.0 is negative (use 0 or more)"),
+    ("--lesion-min-volume", "nan", "'nan' is not a finite number"),
+    ("--lesion-dilation", "-2", "-2 is negative (use 0 or more)"),
+    ("--lesion-dilation", "1.5", "'1.5' is not a whole number"),
+])
+def test_bad_lesion_options_are_refused_before_any_work(tmp_path, capsys, option, value, message) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", str(tmp_path / "run"), str(tmp_path / "data"), option, value])
+    assert stop.value.code == 2
+    assert f"argument {option}: {message}" in capsys.readouterr().err

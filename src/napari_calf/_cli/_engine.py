@@ -47,6 +47,13 @@ def _number(text: str) -> float:
     return value
 
 
+def non_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative (use 0 or more)")
+    return value
+
+
 def fraction(text: str) -> float:
     value = _number(text)
     if not 0 <= value <= 1:

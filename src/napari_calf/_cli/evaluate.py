@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._engine import add_channel_order_arg, add_json_arg, fmt, positive_int
+from ._engine import add_channel_order_arg, add_json_arg, fmt, non_negative, non_negative_int, positive_int
 
 _HD95_HELP = (
     "HD95 convention of the whole-case and the lesion-wise HD95: monai (default; surface "
@@ -37,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     add_channel_order_arg(p)
     p.add_argument("--hd95", choices=("monai", "brats"), default="monai", help=_HD95_HELP)
-    p.add_argument("--lesion-min-volume", type=_non_negative, default=50.0, metavar="MM3",
+    p.add_argument("--lesion-min-volume", type=non_negative, default=50.0, metavar="MM3",
                    help="ground-truth lesions of this volume or less are ignored "
                         "(default 50 as BraTS 2023 glioma; 2 for metastases)")
-    p.add_argument("--lesion-dilation", type=_whole_non_negative, default=3, metavar="N",
+    p.add_argument("--lesion-dilation", type=non_negative_int, default=3, metavar="N",
                    help="voxels of dilation that merge nearby ground-truth lesions and widen "
                         "matching (default 3 as BraTS 2023 glioma; 1 for meningioma, metastases)")
     p.add_argument("--cases", default=None, metavar="ID,ID",
@@ -52,26 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
-    return value
-
-
-def _whole_non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is too small (at least 0)")
-    return value
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
