@@ -21,11 +21,9 @@ import numpy as np
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QTableWidget,
     QVBoxLayout,
@@ -34,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from ._analysis_data import layer_slice
 from ._review_analysis import ERROR_COLOURS, FN, FP, TP
-from ._review_table import _SORT_ROLE, _NumberItem
+from ._review_table import _SORT_ROLE, _NumberItem, setup_row_table
 
 COLUMNS = ("#", "kind", "vol. mm³", "Dice", "HD95 mm", "slice")
 #: Row text of each lesion kind, and its colour in the error layer.
@@ -127,18 +125,10 @@ class LesionTable(QTableWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(0, len(COLUMNS), parent)
-        self.setHorizontalHeaderLabels(list(COLUMNS))
-        self.horizontalHeaderItem(2).setToolTip(
-            "ground-truth lesion volume (TP, FN); the predicted component's volume (FP)")
-        self.horizontalHeaderItem(5).setToolTip("axial slice of the lesion's centre")
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.verticalHeader().setVisible(False)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.setSortingEnabled(True)
-        self.setToolTip("Click a lesion to go to it. Click a header to sort.")
-        self.setMinimumHeight(110)
+        setup_row_table(self, COLUMNS,
+                        {2: "ground-truth lesion volume (TP, FN); the predicted component's volume (FP)",
+                         5: "axial slice of the lesion's centre"},
+                        "Click a lesion to go to it. Click a header to sort.", 110)
         self.cellClicked.connect(lambda row, _c: self._emit(row))
         self.currentCellChanged.connect(lambda row, _c, _pr, _pc: self._emit(row))
 

@@ -14,6 +14,23 @@ COLUMNS = ("slice", "Dice", "truth px", "predicted px")
 _SORT_ROLE = Qt.ItemDataRole.UserRole
 
 
+def setup_row_table(table: QTableWidget, columns: Sequence[str], header_tips: dict[int, str],
+                    tooltip: str, min_height: int) -> None:
+    """The review's tables: whole rows selected one at a time, read-only, columns sharing
+    the width, sortable by a header click; ``header_tips`` explain columns by index."""
+    table.setHorizontalHeaderLabels(list(columns))
+    for column, tip in header_tips.items():
+        table.horizontalHeaderItem(column).setToolTip(tip)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    table.setSortingEnabled(True)
+    table.setToolTip(tooltip)
+    table.setMinimumHeight(min_height)
+
+
 class _NumberItem(QTableWidgetItem):
     """A read-only cell showing formatted text that sorts by its number, not its text."""
 
@@ -43,18 +60,9 @@ class SliceTable(QTableWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(0, len(COLUMNS), parent)
-        self.setHorizontalHeaderLabels(list(COLUMNS))
-        for column, tip in ((2, "Tumour area of the ground truth on this slice, in pixels"),
-                            (3, "Tumour area of the prediction on this slice, in pixels")):
-            self.horizontalHeaderItem(column).setToolTip(tip)
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.verticalHeader().setVisible(False)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.setSortingEnabled(True)
-        self.setToolTip("Click a row to show that slice. Click a header to sort.")
-        self.setMinimumHeight(140)
+        setup_row_table(self, COLUMNS, {2: "Tumour area of the ground truth on this slice, in pixels",
+                                        3: "Tumour area of the prediction on this slice, in pixels"},
+                        "Click a row to show that slice. Click a header to sort.", 140)
         self.cellClicked.connect(self._on_cell)
         self.currentCellChanged.connect(lambda row, _c, _pr, _pc: self._on_cell(row, 0))
 
