@@ -38,18 +38,11 @@ def test_defaults_keep_all_foreground_and_a_tenth_of_empty(dataset):
         "kept_foreground": 10, "kept_empty": 2, "dropped_empty": 18, "dropped_small": 0,
         "flagged_outliers": 0, "dropped_outliers": 0, "outlier_threshold": None,
     }
-    # The report lists exactly the dropped slices, by case and slice index.
-    assert len(res.report) == 18
-    dropped = {(r["case_id"], r["slice"]) for r in res.report}
-    expected = {
-        (str(c), int(k))
-        for c, k, keep in zip(dataset.case_ids, dataset.slices, res.keep)
-        if not keep
-    }
-    assert dropped == expected
-    assert all(r["action"] == "dropped" and r["area"] == 0.0 for r in res.report)
-    assert "empty slice" in res.report[0]["reason"] and "seed 0" in res.report[0]["reason"]
-    json.dumps(res.report)
+    # every dropped slice here is empty: counted and explained once, not listed one by one
+    # (a BraTS-size dataset has ~150,000 of them)
+    assert res.report == []
+    assert np.count_nonzero(~res.keep & ~fg) == 18
+    assert "empty slice" in res.empty_reason and "seed 0" in res.empty_reason
     json.dumps(res.summary())
 
 

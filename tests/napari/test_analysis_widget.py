@@ -208,6 +208,10 @@ def test_exports_round_trip_and_never_overwrite_unasked(
         zip(reference_areas.case_ids.tolist(), reference_areas.slices.tolist())
     )
     assert sum(r["kept"] == "True" for r in rows) == int(widget.filter_result.keep.sum())
+    # every dropped row says why, the empty slices outside the sample included
+    dropped = [r for r in rows if r["kept"] == "False"]
+    assert dropped and all(r["action"] == "dropped" and r["reason"] for r in dropped)
+    assert any(float(r["area"]) == 0 and "empty slice" in r["reason"] for r in dropped)
 
     # the rule table round-trips through the core's JSON files
     table = widget.rules_table

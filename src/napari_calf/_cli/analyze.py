@@ -58,7 +58,7 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
                          seed=args.seed)
     stats = imbalance_stats(filt.apply(areas))
     selection = select_transform(stats, rules)
-    report = [r for r in filt.report if not (r["action"] == "dropped" and r["area"] == 0)]
+    report = filt.report
     return {
         "data": str(Path(args.data).resolve()),
         "cases": int(areas.n_cases),

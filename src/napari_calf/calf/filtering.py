@@ -32,12 +32,16 @@ class FilterResult:
     flagged : ndarray of bool, shape (n_slices,)
         Size outliers listed for review (kept unless ``drop_outliers``).
     report : list of dict
-        One row per slice dropped or flagged: ``case_id``, ``slice``, ``area``,
-        ``action`` (``"dropped"``/``"flagged"``) and ``reason``.
+        One row per tumour slice dropped or flagged: ``case_id``, ``slice``, ``area``,
+        ``action`` (``"dropped"``/``"flagged"``) and ``reason``. Empty slices left out
+        of the sample are not listed one by one (a BraTS-size dataset has ~150,000): they
+        are ``~keep & (areas == 0)``, counted in :meth:`summary`, with :attr:`empty_reason`.
     outlier_threshold : float | None
         Q3 + k·IQR of the non-zero areas, when outlier flagging was asked for.
     settings : dict
         The arguments of :func:`filter_slices`, for the run card.
+    empty_reason : str
+        Why an empty slice outside the sampled share was dropped.
     """
 
     keep: np.ndarray
@@ -46,6 +50,7 @@ class FilterResult:
     outlier_threshold: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
+    empty_reason: str = ""
 
     def summary(self) -> dict[str, Any]:
         """Counts: slices, kept, dropped, flagged, and the reasons in detail (JSON-safe)."""
@@ -149,8 +154,6 @@ def filter_slices(
         f"empty slice not in the sampled {empty_fraction:g} share of empty slices "
         f"(seed {int(seed)})"
     )
-    for i in np.setdiff1d(empty, chosen, assume_unique=True):
-        reasons[int(i)] = ("dropped", empty_reason)
 
     n_small = 0
     if min_area is not None:
@@ -210,4 +213,4 @@ def filter_slices(
         "seed": int(seed),
         "unit": areas.unit,
     }
-    return FilterResult(keep, flagged, report, threshold, settings, counts)
+    return FilterResult(keep, flagged, report, threshold, settings, counts, empty_reason)

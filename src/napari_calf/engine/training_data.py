@@ -144,7 +144,6 @@ def iter_prepare_data(config: RunConfig) -> Generator[Progress, None, PreparedDa
             f"cases have {list(val_store.modalities)}.",
             "give every case the same modalities.",
         )
-    report = [r for r in filt.report if not (r["action"] == "dropped" and r["area"] == 0)]
     return PreparedData(
         split=split,
         train=train_store,
@@ -152,7 +151,7 @@ def iter_prepare_data(config: RunConfig) -> Generator[Progress, None, PreparedDa
         stats=stats,
         selection=selection,
         filter_summary=filt.summary(),
-        filter_report=report[:_REPORT_LIMIT],
+        filter_report=filt.report[:_REPORT_LIMIT],
         rules=rules,
         skipped=tuple(skipped_unlabelled) + tuple(areas.skipped) + tuple(val_areas.skipped),
         labels_from=None if not d.labels_from else {

@@ -184,7 +184,8 @@ def slice_rows(areas: DatasetAreas, result: FilterResult | None) -> list[dict[st
             "kept": bool(result.keep[i]) if result is not None else True,
             "flagged": bool(result.flagged[i]) if result is not None else False,
             "action": note.get("action", "kept" if result is None or result.keep[i] else "dropped"),
-            "reason": note.get("reason", ""),
+            # the one unlisted kind of decision: an empty slice outside the sampled share
+            "reason": note.get("reason", "" if result is None or result.keep[i] else result.empty_reason),
         })
     return rows
 
@@ -305,7 +306,7 @@ def prepare_view(
     kept_areas = areas.areas[mask]
     unit = unit_text(areas)
     listed = [slice_entry(row["case_id"], row["slice"], row["area"], unit, f"  [{row['action']}]", row["reason"])
-              for row in result.report if row["area"] > 0]
+              for row in result.report]
     summary = result.summary()
     counts, caption = filter_counts_text(summary)
     return AnalysisView(
