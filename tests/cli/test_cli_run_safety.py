@@ -153,3 +153,57 @@ def test_a_run_folder_held_by_another_process_is_refused_naming_it(data, tmp_pat
     with lock_run_folder(folder) as lock:  # the OS dropped the dead holder's lock
         assert lock.held
 
+
+
+def _hold(folder: Path) -> subprocess.Popen:
+    """Another process holding ``folder`` (as a running compare or audit does)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from napari_calf.engine.run_lock import lock_folder\n"
+         "lock = lock_folder(sys.argv[1], doing='is busy', fix='wait')\n"
+         "print('held', flush=True)\n"
+         "time.sleep(120)\n", str(folder)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.parametrize("tool", ["compare", "compare --collect", "audit"])
+def test_a_study_or_audit_folder_in_use_is_refused_before_anything_is_written(
+    data, tmp_path, capsys, tool
+) -> None:
+    folder = tmp_path / "study"
+    holder = _hold(folder)
+    try:
+        if tool == "compare":
+            argv = ["compare", str(data), "--out", str(folder), "--losses", "calf,bce", "--seeds", "1",
+                    "--epochs", "1", "--device", "cpu", "--no-progress"]
+        elif tool == "audit":
+            argv = ["audit", str(data), "--out", str(folder), "--folds", "2", "--epochs", "1",
+                    "--device", "cpu", "--no-progress"]
+        else:
+            argv = ["compare", "--collect", str(folder), "--no-progress"]
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert f"pid {holder.pid}" in err and f"is running `napari-calf {tool.split()[0]}`" in err
+        assert sorted(p.name for p in folder.iterdir()) == [".napari-calf.lock"]  # nothing written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_a_study_folder_left_with_only_a_lock_file_is_still_a_fresh_study(tmp_path) -> None:
+    """A compare killed between taking its lock and writing study.json leaves the lock file:
+    the folder is not 'someone else's files'."""
+    from napari_calf.study.report_files import check_study_folder
+
+    folder = tmp_path / "study"
+    holder = _hold(folder)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    check_study_folder(folder)  # no refusal
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="is not empty \\(notes.txt\\)"):
+        check_study_folder(folder)

@@ -25,6 +25,21 @@ def split_names(text: str, what: str) -> list[str]:
     return names
 
 
+def hold_folder(folder: Path, tool: str) -> Any:
+    """Hold a study or audit folder for this command (released when the process ends):
+    two ``compare`` (or ``audit``) commands on one folder would each see the other's runs
+    in progress, report them as failed and write the same report files."""
+    from ..engine.run_lock import lock_folder
+
+    lock = lock_folder(folder, doing=f"is running `napari-calf {tool}` on this folder",
+                       fix="wait until it ends or stop it (Ctrl-C). To share a study's runs "
+                           "among machines, use --plan (one train command per job) and "
+                           "collect the results afterwards.")
+    if lock.note:
+        print(f"note: {lock.note}", file=sys.stderr)
+    return lock
+
+
 def command_line(argv: list[str]) -> str:
     return shlex.join(["napari-calf", "train", *argv])
 

@@ -124,7 +124,7 @@ def audit_command(args: argparse.Namespace, plan: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..audit.scoring import AuditSettings
-    from ._runs import run_concurrently, run_in_process, write_commands_file
+    from ._runs import hold_folder, run_concurrently, run_in_process, write_commands_file
 
     plan, argvs = make_audit_plan(args)
     command = audit_command(args, plan)
@@ -142,17 +142,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"Wrote {len(plan.study.runs)} fold run command(s) to {path}. Run them anywhere "
               f"(one per job), then: {command}")
         return 0
-    if plan.study is not None:
-        from ..study.compare import check_run_matches
+    with hold_folder(plan.audit_dir, "audit"):  # one audit per folder at a time
+        if plan.study is not None:
+            from ..study.compare import check_run_matches
 
-        for r in plan.study.runs:
-            check_run_matches(r)
-        code = (run_concurrently(args, plan.study, argvs) if args.devices
-                else run_in_process(args, plan.study))
-        if code:
-            return code
-    settings = AuditSettings(confident=args.confident)
-    return _audit(args, plan, settings, command)
+            for r in plan.study.runs:
+                check_run_matches(r)
+            code = (run_concurrently(args, plan.study, argvs) if args.devices
+                    else run_in_process(args, plan.study))
+            if code:
+                return code
+        settings = AuditSettings(confident=args.confident)
+        return _audit(args, plan, settings, command)
 
 
 def _audit(args: argparse.Namespace, plan: Any, settings: Any, command: str) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._engine import positive_int
-from ._runs import (command_line, run_concurrently, run_in_process, split_names,
+from ._runs import (command_line, hold_folder, run_concurrently, run_in_process, split_names,
                     write_commands_file)
 
 DEFAULT_LOSSES = "calf,bce,dice,bce-dice,focal,tversky"
@@ -244,22 +244,32 @@ def run(args: argparse.Namespace) -> int:
     from ..study.report_files import check_study_folder
 
     check_study_folder(plan.study_dir, overwrite=args.overwrite)  # someone's folder: refuse
-    for r in plan.runs:
-        check_run_matches(r)
-    write_study_json(plan.study_dir, study_info(args, plan))
-    if args.devices:
-        code = run_concurrently(args, plan, argvs)
-    else:
-        code = run_in_process(args, plan)
-    if code:
-        return code
-    return collect(args, plan.study_dir)
+    with hold_folder(plan.study_dir, "compare"):  # one compare per study at a time
+        for r in plan.runs:
+            check_run_matches(r)
+        write_study_json(plan.study_dir, study_info(args, plan))
+        if args.devices:
+            code = run_concurrently(args, plan, argvs)
+        else:
+            code = run_in_process(args, plan)
+        if code:
+            return code
+        return _collect(args, plan.study_dir)
 
 
 # --------------------------------------------------------------------------- collect
 
 
 def collect(args: argparse.Namespace, study_dir: Path) -> int:
+    """``compare --collect STUDY``: the report, while no other compare writes there."""
+    study_dir = Path(study_dir).expanduser().resolve()
+    if not study_dir.is_dir():
+        return _collect(args, study_dir)  # the collector names the missing folder
+    with hold_folder(study_dir, "compare"):
+        return _collect(args, study_dir)
+
+
+def _collect(args: argparse.Namespace, study_dir: Path) -> int:
     from ..study.compare import iter_collect, read_study_json
     from ..study.report import write_report
     from . import drain_with_tqdm

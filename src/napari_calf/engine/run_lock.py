@@ -9,7 +9,9 @@ file itself stays and is harmless. A second process is refused with a
 :class:`CalfCheckpointError` naming the holder.
 
 Every entry into a run folder goes through the core's ``iter_train`` (CLI, napari
-widget, comparison study), which takes this lock, so all of them are covered.
+widget, comparison study), which takes this lock, so all of them are covered. A study
+or an audit folder is held the same way (:func:`lock_folder`) by ``compare`` and
+``audit`` for as long as they run, collect and write their reports.
 """
 
 from __future__ import annotations
@@ -80,6 +82,23 @@ def lock_run_folder(folder: str | Path) -> RunFolderLock:
         Another process holds the folder (the message names its pid, host, start time
         and command), or the folder cannot be created or written.
     """
+    return lock_folder(folder, doing="is training in this run folder",
+                       fix="wait until it ends or stop it (Ctrl-C, or Stop in the training "
+                           "panel), or train into another --out.")
+
+
+def lock_folder(folder: str | Path, *, doing: str, fix: str) -> RunFolderLock:
+    """Create ``folder`` if needed and hold it for this process (any napari-calf folder
+    one process at a time may write: a run, a study, an audit).
+
+    ``doing`` and ``fix`` complete the refusal: "<folder>: another napari-calf process
+    <doing> (<holder>). Fix: <fix>".
+
+    Raises
+    ------
+    CalfCheckpointError
+        Another process holds the folder, or the folder cannot be created or written.
+    """
     folder = Path(folder).expanduser()
     path = folder / LOCK_FILE
     try:
@@ -96,17 +115,13 @@ def lock_run_folder(folder: str | Path) -> RunFolderLock:
         if exc.errno in _NO_LOCKING:
             os.close(fd)
             note = (f"{folder}: this filesystem does not support file locks, so another "
-                    "process training into the same folder would not be stopped; make sure "
+                    "process writing into the same folder would not be stopped; make sure "
                     "none does.")
             log.warning(note)
             return RunFolderLock(path, None, note)
         holder = _read_holder(fd)
         os.close(fd)
-        raise CalfCheckpointError(
-            f"{folder}: another napari-calf process is training in this run folder "
-            f"({holder}). Fix: wait until it ends or stop it (Ctrl-C, or Stop in the "
-            "training panel), or train into another --out."
-        ) from None
+        raise CalfCheckpointError(f"{folder}: another napari-calf process {doing} ({holder}). Fix: {fix}") from None
     _write_holder(fd)
     return RunFolderLock(path, fd)
 

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..engine.checkpoints import write_json_atomic
+from ..engine.checkpoints import LOCK_FILE, write_json_atomic
 from ..errors import CalfInputError
 from .compare import RUNS_DIR, STUDY_JSON, parse_run_name
 
@@ -103,7 +103,8 @@ def check_study_folder(study_dir: str | Path, *, overwrite: bool = False) -> Non
                              "give --out a new folder (or an earlier study's folder).")
     if not study_dir.is_dir() or is_study(study_dir) or overwrite:
         return
-    entries = sorted(p.name for p in study_dir.iterdir())
+    # the lock file of a compare that stopped before writing study.json is no one's data
+    entries = sorted(p.name for p in study_dir.iterdir() if p.name != LOCK_FILE)
     if entries:
         shown = ", ".join(entries[:5]) + (" …" if len(entries) > 5 else "")
         raise CalfInputError(
