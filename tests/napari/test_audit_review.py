@@ -252,3 +252,41 @@ def test_a_folder_without_an_audit_is_reported_not_fatal(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: not widget.busy, timeout=10_000)
     assert widget.status.text().startswith("Error:") and "audit.json" in widget.status.text()
     assert widget.folder is None and not widget.suggest_button.isEnabled()
+
+
+def test_an_audit_open_elsewhere_opens_read_only_and_records_nothing(
+    make_napari_viewer, qtbot, fresh_audit: dict
+) -> None:
+    """A second napari (or a running `napari-calf audit`) holds the folder: decisions made
+    in two places would overwrite each other's, so this dock only shows the issues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    audit = fresh_audit
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from napari_calf.engine.run_lock import lock_folder\n"
+         "lock = lock_folder(sys.argv[1], doing='has this audit open', fix='close it')\n"
+         "print('held', flush=True)\n"
+         "time.sleep(120)\n", str(audit["root"])],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        viewer, widget = _open(make_napari_viewer, qtbot, audit)
+        assert "read-only" in widget.status.text() and f"pid {holder.pid}" in widget.status.text()
+        assert len(widget.queue.shown()) == len(audit["issues"])  # the issues are there to look at
+        _choose(qtbot, widget, "spurious")
+        assert not widget.suggest_button.isEnabled() and not widget.right_button.isEnabled()
+        widget.use_suggestion()  # even when called directly: nothing is written
+        qtbot.wait(200)
+        assert not (audit["root"] / "corrections").exists()
+        assert "Not recorded" in widget.status.text()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    widget.open_folder(audit["root"])  # the other one has gone: decisions are on again
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert widget.read_only == "" and widget.status.text().startswith("Opened")

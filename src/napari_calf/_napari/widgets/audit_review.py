@@ -16,6 +16,7 @@ layers. The widget keeps file paths and layer roles, never Layer objects.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +26,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
 from ...audit.review import AuditFolder, ReviewIssue, load_audit_folder, review_metrics, suggest_label
+from ...errors import CalfError
 from ..reader import layer_to_canonical
 from ._audit_layers import CaseData, add_case_layers, displayed, find_layer, go_to, load_case, remove_owned, show_region
 from ._audit_panel import AuditReviewPanel, fill_fine_tune
@@ -34,6 +36,13 @@ log = logging.getLogger(__name__)
 FINE_TUNE_WIDGET = ("napari-calf", "Fine-tune (CALF)")
 #: Metrics wait this long after the last brush stroke, so painting stays fluid.
 METRICS_DELAY_MS = 150
+
+
+def _release(box: list[Any], *_signal_args: object) -> None:
+    """Drop the audit folder lock held in ``box`` (also a dock's ``destroyed`` slot)."""
+    lock, box[0] = box[0], None
+    if lock is not None:
+        lock.release()
 
 
 def _decide(store: Any, issue: ReviewIssue, data: CaseData, shown: np.ndarray, decision: str,
@@ -81,6 +90,11 @@ class AuditReviewWidget(AuditReviewPanel):
         self._metrics_timer.setSingleShot(True)
         self._metrics_timer.setInterval(METRICS_DELAY_MS)
         self._metrics_timer.timeout.connect(self.update_metrics)
+        #: why decisions cannot be recorded here ('' when they can): another process (a
+        #: second napari, a running `napari-calf audit`) holds the audit folder
+        self.read_only = ""
+        self._audit_lock: list[Any] = [None]  # a box, so a closed dock can drop the lock
+        self.destroyed.connect(functools.partial(_release, self._audit_lock))
         self._update_buttons()
 
     # ------------------------------------------------------------------ the audit folder
@@ -104,8 +118,24 @@ class AuditReviewWidget(AuditReviewPanel):
             self.viewer.layers.remove(region)
         self._run(load_audit_folder, (Path(str(path)).expanduser(),), self._on_folder, "Reading the audit\u2026")
 
+    def _hold(self, root: Path) -> str:
+        """Hold the audit folder while it is open here; '' or why it is read-only."""
+        from ...engine.run_lock import lock_folder
+
+        _release(self._audit_lock)
+        try:
+            self._audit_lock[0] = lock_folder(
+                root, doing="has this audit open (napari reviewing it, or `napari-calf audit` "
+                            "computing it)",
+                fix="close it there, or wait until the audit ends, then open it here again; "
+                    "two places recording decisions would overwrite each other's.")
+        except CalfError as exc:
+            return str(exc)
+        return ""
+
     def _on_folder(self, folder: AuditFolder) -> None:
         self.folder, self.current = folder, None
+        self.read_only = self._hold(folder.root)
         self.reviewed = set(folder.reviewed)
         self.folder_field.setText(str(folder.root))
         in_sample = sum(1 for i in folder.issues if i.in_sample)
@@ -115,7 +145,10 @@ class AuditReviewWidget(AuditReviewPanel):
         self._update_progress()
         self.detail.setText("Choose an issue in the list, or press Next.")
         self.metrics_label.setText("")
-        self._set_status(f"Opened {folder.root}.")
+        if self.read_only:
+            self._set_status(f"Opened read-only (decisions are off): {self.read_only}")
+        else:
+            self._set_status(f"Opened {folder.root}.")
 
     def _issue(self, issue_id: str) -> ReviewIssue | None:
         if self.folder is None:
@@ -232,6 +265,9 @@ class AuditReviewWidget(AuditReviewPanel):
         return True
 
     def _record(self, decision: str, then: Callable[[], None] | None = None) -> None:
+        if self.read_only:
+            self._set_status(f"Not recorded, the audit is open read-only: {self.read_only}")
+            return
         issue, data, layer = self.current, self.case, self._annotation()
         if issue is None or data is None or layer is None or self.folder is None or self.busy:
             self._set_status("Choose an issue first." if issue is None else "The case is not open.")
@@ -309,7 +345,8 @@ class AuditReviewWidget(AuditReviewPanel):
         self.show_progress(len(self.reviewed & issues), len(issues))
 
     def _update_buttons(self) -> None:
-        ready = self.current is not None and self.case is not None and not self.busy
+        ready = (self.current is not None and self.case is not None and not self.busy
+                 and not self.read_only)
         for button in (self.right_button, self.suggest_button, self.edit_button):
             button.setEnabled(ready)
         self.save_button.setEnabled(ready and self._painted)
