@@ -12,12 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from napari_calf.calf.lesions import (
-    BRATS_MISSED_HD95_MM,
-    LesionWiseResult,
-    lesion_wise,
-    surface_distance_hd95,
-)
+from napari_calf.calf.lesions import LesionWiseResult, lesion_wise
+from napari_calf.calf.surface_distance import BRATS_MISSED_HD95_MM, surface_distance_hd95
 from napari_calf.errors import CalfConfigError, CalfInputError
 
 SHAPE = (40, 40, 40)
@@ -188,7 +184,7 @@ def test_brats_cell_areas_match_hand_worked_surfaces():
     #   common edge: three separate corner triangles, 3√3/8; the complement (five
     #   corners set) has the same surface, so the same area. (Plain Lorensen
     #   marching cubes joins the complement's pieces, area 1.52: DeepMind does not.)
-    from napari_calf.calf.lesions import _surfel_area_table
+    from napari_calf.calf.surface_distance import _surfel_area_table
 
     unit = _surfel_area_table((1.0, 1.0, 1.0))
     assert unit[0] == unit[255] == 0.0

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from napari_calf._cli.main import main
-from napari_calf.calf.lesions import lesion_wise, surface_distance_hd95
+from napari_calf.calf.lesions import lesion_wise
+from napari_calf.calf.surface_distance import surface_distance_hd95
 from napari_calf.io.volumes import save_volume
 
 SHAPE = (36, 36, 36)

@@ -20,7 +20,7 @@ _EXPORTS = {
     "specificity": "metrics", "hd95": "metrics", "volume_mm3": "metrics",
     "case_metrics": "metrics", "per_slice_dice": "metrics", "slice_metrics": "metrics",
     "size_buckets": "metrics", "size_thresholds": "metrics",
-    "lesion_wise": "lesions", "LesionWiseResult": "lesions", "surface_distance_hd95": "lesions",
+    "lesion_wise": "lesions", "LesionWiseResult": "lesions", "surface_distance_hd95": "surface_distance",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_face(__name__, _EXPORTS)

@@ -73,7 +73,8 @@ def score_case(
     CalfConfigError
         Unknown convention or bad lesion settings.
     """
-    from ..calf.lesions import lesion_wise, surface_distance_hd95
+    from ..calf.lesions import lesion_wise
+    from ..calf.surface_distance import surface_distance_hd95
     from ..calf.metrics import case_metrics
 
     # lesion_wise first: it checks the convention and settings before the slower HD95

@@ -72,7 +72,8 @@ def compute_lesions(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float
 
     Shapes: ``pred`` and ``truth`` are (X, Y, Z) canonical RAS; ``spacing`` is (x, y, z) mm.
     """
-    from ...calf.lesions import lesion_wise, surface_distance_hd95
+    from ...calf.lesions import lesion_wise
+    from ...calf.surface_distance import surface_distance_hd95
 
     result = lesion_wise(pred, truth, spacing, min_volume_mm3=MIN_VOLUME_MM3,
                          dilation_voxels=DILATION_VOXELS, hd95_convention=convention)
