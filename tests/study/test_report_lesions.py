@@ -113,7 +113,7 @@ def test_collect_evaluates_again_a_run_cached_before_lesion_scores(tmp_path: Pat
                                                                    monkeypatch) -> None:
     from napari_calf.events import drain
     from napari_calf.study import evaluation
-    from napari_calf.study.compare import _evaluation_key, iter_collect
+    from napari_calf.study.collect import _evaluation_key, iter_collect
 
     run = tmp_path / "study" / "runs" / "unet__calf__seed0"
     run.mkdir(parents=True)

@@ -20,7 +20,8 @@ import pytest
 
 from napari_calf.errors import CalfCheckpointError, CalfInputError
 from napari_calf.events import drain
-from napari_calf.study.compare import _evaluation_key, iter_collect, run_status
+from napari_calf.study.collect import _evaluation_key, iter_collect
+from napari_calf.study.compare import run_status
 from napari_calf.study.evaluation import RunEvaluation
 from napari_calf.study.report import bootstrap_ci, paired_comparisons, write_report
 

@@ -20,7 +20,8 @@ from scipy import stats as sps
 from napari_calf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from napari_calf.errors import CalfConfigError
 from napari_calf.study.evaluation import RunEvaluation
-from napari_calf.study.compare import config_differences, parse_run_name, plan_study, run_name, run_status, sort_records
+from napari_calf.study.collect import sort_records
+from napari_calf.study.compare import config_differences, parse_run_name, plan_study, run_name, run_status
 from napari_calf.study.jobs import iter_run_commands, train_device_args
 from napari_calf.study.report import bootstrap_ci, paired_test, summarise, wilcoxon_p
 

@@ -270,7 +270,8 @@ def collect(args: argparse.Namespace, study_dir: Path) -> int:
 
 
 def _collect(args: argparse.Namespace, study_dir: Path) -> int:
-    from ..study.compare import iter_collect, read_study_json
+    from ..study.collect import iter_collect
+    from ..study.compare import read_study_json
     from ..study.report import write_report
     from . import drain_with_tqdm
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .._lazy import lazy_face
 
 _EXPORTS = {
-    "plan_study": "compare", "iter_run_study": "compare", "iter_collect": "compare",
+    "plan_study": "compare", "iter_run_study": "compare", "iter_collect": "collect",
     "StudyPlan": "compare", "PlannedRun": "compare",
     "evaluate_run": "evaluation", "iter_evaluate_run": "evaluation", "RunEvaluation": "evaluation",
     "write_report": "report",

@@ -1,6 +1,6 @@
 """The loss comparison study's report: summary table, paired statistics, plots, README.
 
-Input: the :class:`~napari_calf.study.compare.RunRecord` list from :func:`study.iter_collect`
+Input: the :class:`~napari_calf.study.collect.RunRecord` list from :func:`study.iter_collect`
 (finished runs, each evaluated on its own validation cases). Output in the study folder:
 
 - ``summary.csv`` / ``summary.json``: per loss × architecture, validation Dice, IoU,
