@@ -232,6 +232,39 @@ def test_a_decision_replaces_the_earlier_one_for_the_same_issue(tmp_path: Path, 
     assert store.reviewed_ids() == {"Case-LPS/spurious/1", "Case-LPS/missed/2"}
 
 
+def test_undo_takes_decisions_back_newest_first_restoring_each_label(tmp_path: Path, lps) -> None:
+    """A mis-click is taken back: the corrected file returns to what it was before that
+    decision (gone, for the first), the decision it replaced comes back, the original is
+    never touched."""
+    label_file, label, _ = lps
+    before = _sha(label_file)
+    store = CorrectionStore(tmp_path / "AUDIT")
+    first = label.copy()
+    first[first == 4] = 0
+    second = first.copy()
+    second[30:34, 2:6, 8] = 2
+    store.record("Case-LPS/spurious/1", "Case-LPS", "use-suggestion", label_file=label_file, corrected=first)
+    store.record("Case-LPS/missed/2", "Case-LPS", "edited", label_file=label_file, corrected=second)
+    store.record("Case-LPS/spurious/1", "Case-LPS", "label-right", label_file=label_file)
+    assert store.can_undo()
+
+    undone = store.undo_last()  # 'label-right' replaced 'use-suggestion': it comes back
+    assert undone["decision"] == "label-right"
+    assert {d["issue_id"]: d["decision"] for d in store.decisions()} == {
+        "Case-LPS/spurious/1": "use-suggestion", "Case-LPS/missed/2": "edited"}
+    np.testing.assert_array_equal(store.current_label("Case-LPS", label_file)[1].data, second)
+
+    assert store.undo_last()["decision"] == "edited"  # the label as after the first decision
+    np.testing.assert_array_equal(store.current_label("Case-LPS", label_file)[1].data, first)
+    assert store.reviewed_ids() == {"Case-LPS/spurious/1"}
+
+    assert store.undo_last()["decision"] == "use-suggestion"  # back on the original label
+    assert store.corrected_label_path("Case-LPS") is None and store.decisions() == []
+    assert store.undo_last() is None and not store.can_undo()
+    assert _sha(label_file) == before
+    assert not any((tmp_path / "AUDIT" / "corrections" / ".history").iterdir())  # no copies left
+
+
 def test_a_crash_while_writing_leaves_the_previous_corrections_file(tmp_path: Path, lps, monkeypatch) -> None:
     label_file, _, _ = lps
     store = CorrectionStore(tmp_path / "AUDIT")

@@ -290,3 +290,32 @@ def test_an_audit_open_elsewhere_opens_read_only_and_records_nothing(
     widget.open_folder(audit["root"])  # the other one has gone: decisions are on again
     qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
     assert widget.read_only == "" and widget.status.text().startswith("Opened")
+
+
+def test_undo_takes_back_a_suggestion_and_shows_the_label_as_it_was(
+    make_napari_viewer, qtbot, fresh_audit: dict
+) -> None:
+    from napari_calf._napari.reader import layer_to_canonical
+
+    audit = fresh_audit
+    viewer, widget = _open(make_napari_viewer, qtbot, audit)
+    n = len(audit["issues"])
+    entry = _choose(qtbot, widget, "spurious")
+    blob = audit["blob"]
+    qtbot.mouseClick(widget.suggest_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    corrected_file = audit["root"] / "corrections" / audit["case_id"] / audit["label_file"].name
+    assert corrected_file.is_file() and widget.progress_bar.text() == f"1 of {n} reviewed"
+
+    qtbot.mouseClick(widget.undo_button, Qt.MouseButton.LeftButton)  # a mis-click, taken back
+    qtbot.waitUntil(lambda: not widget.busy and widget.case is not None, timeout=30_000)
+    assert not corrected_file.exists()  # the case is back on its original label
+    shown = layer_to_canonical(np.asarray(widget._annotation().data))
+    assert (shown[blob] == 2).all()     # the blob shows again, for a second look
+    assert widget.current.id == entry.id and widget.progress_bar.text() == f"0 of {n} reviewed"
+    assert widget.status.text().startswith(f"Took back 'use-suggestion' on {entry.id}")
+    assert json.loads((audit["root"] / "corrections" / "corrections.json").read_text())["decisions"] == []
+
+    qtbot.mouseClick(widget.undo_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert widget.status.text().startswith("Nothing to undo")

@@ -3,7 +3,9 @@
 Layout (the audit folder contract, ``docs/_design_auditgui.md``)::
 
     corrections/<case_id>/<original label file name>   corrected label, source grid and dtype
-    corrections/corrections.json                      {"version": 1, "audit": "..", "decisions": [...]}
+    corrections/corrections.json                      {"version": 1, "audit": "..", "decisions": [...],
+                                                       "history": [...]}   (undo, newest last)
+    corrections/.history/<n>-<file name>              a corrected label as it was before decision n
 
 A decision for an issue replaces the earlier one for the same issue; every file is written
 atomically (a temporary file moved into place), so a crash leaves the previous state.
@@ -26,6 +28,8 @@ from napari_calf.io.volumes import Volume, load_volume, save_like
 
 CORRECTIONS_DIR = "corrections"
 INDEX_NAME = "corrections.json"
+#: Corrected label files as they were before a later decision replaced them (for undo).
+HISTORY_DIR = ".history"
 #: What a reviewer can decide about an issue.
 DECISIONS: tuple[str, ...] = ("label-right", "use-suggestion", "edited")
 
@@ -47,6 +51,20 @@ def _on_disk_dtype(path: Path) -> np.dtype:
     except Exception as exc:  # nibabel's header errors share no base class
         raise CalfInputError(path, f"could not be read as NIfTI ({type(exc).__name__}: {exc}).",
                              "check that the original label file is still there and readable.") from exc
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    """Copy ``source`` over ``target`` through a temporary file in ``target``'s folder."""
+    import shutil
+
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(source, temp)
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -184,10 +202,21 @@ class CorrectionStore:
                                      f"({original.data.shape}, integer).",
                                      "pass an integer array on the label's canonical grid.")
             changed = int(np.count_nonzero(corrected != current.data))
-            if changed:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                stored = corrected.astype(_on_disk_dtype(label_file), copy=False)
-                save_like(stored, original, target, overwrite=True)
+        history = self._history()
+        step: dict[str, Any] = {"issue_id": str(issue_id), "wrote": None, "previous": None,
+                                "kept_as": None, "replaced": None}
+        if changed:
+            before = self.corrected_label_path(case_id)
+            if before is not None:  # kept, so that undo can put it back
+                kept_as = self.folder / HISTORY_DIR / f"{len(history) + 1:05d}-{before.name}"
+                kept_as.parent.mkdir(parents=True, exist_ok=True)
+                _copy_atomic(before, kept_as)
+                step["previous"] = self._relative(before)
+                step["kept_as"] = self._relative(kept_as)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stored = corrected.astype(_on_disk_dtype(label_file), copy=False)
+            save_like(stored, original, target, overwrite=True)
+            step["wrote"] = self._relative(target)
         existing = self.corrected_label_path(case_id)
         entry = {
             "issue_id": str(issue_id), "case_id": str(case_id), "decision": decision,
@@ -196,8 +225,63 @@ class CorrectionStore:
             "corrected_file": None if existing is None else existing.relative_to(self.audit_dir).as_posix(),
             "new_label_value": None if new_label_value is None else int(new_label_value),
         }
-        kept = [d for d in self.decisions() if d.get("issue_id") != entry["issue_id"]]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"version": 1, "audit": "..", "decisions": [*kept, entry]}, indent=2)
-        write_text_atomic(self.index_path, text + "\n")
+        decisions = self.decisions()
+        step["replaced"] = next((d for d in decisions if d.get("issue_id") == entry["issue_id"]), None)
+        kept = [d for d in decisions if d.get("issue_id") != entry["issue_id"]]
+        self._write_index([*kept, entry], [*history, step])
         return entry
+
+    # ------------------------------------------------------------------ undo
+
+    def can_undo(self) -> bool:
+        """Whether a decision recorded here can be taken back (see :meth:`undo_last`)."""
+        return bool(self._history())
+
+    def undo_last(self) -> dict[str, Any] | None:
+        """Take back the latest decision: its corrected label file is put back as it was
+        before it (removed, when the case had none), and the decision it replaced for the
+        same issue, if any, is restored. Returns the decision taken back, or None when
+        there is none to undo (decisions recorded before undo existed cannot be).
+        """
+        history = self._history()
+        if not history:
+            return None
+        step = history[-1]
+        decisions = self.decisions()
+        undone = next((d for d in decisions if d.get("issue_id") == step.get("issue_id")), None)
+        wrote = self.audit_dir / step["wrote"] if step.get("wrote") else None
+        if wrote is not None:
+            if step.get("kept_as"):
+                kept_as = self.audit_dir / step["kept_as"]
+                previous = self.audit_dir / step["previous"]
+                _copy_atomic(kept_as, previous)
+                if wrote != previous:
+                    wrote.unlink(missing_ok=True)
+            else:
+                wrote.unlink(missing_ok=True)  # the case is back on its original label
+        rest = [d for d in decisions if d.get("issue_id") != step.get("issue_id")]
+        if step.get("replaced"):
+            rest.append(step["replaced"])
+        self._write_index(rest, history[:-1])
+        if step.get("kept_as"):
+            (self.audit_dir / step["kept_as"]).unlink(missing_ok=True)
+        return undone
+
+    def _history(self) -> list[dict[str, Any]]:
+        if not self.index_path.is_file():
+            return []
+        try:
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return []  # decisions() names the problem
+        history = data.get("history") if isinstance(data, dict) else None
+        return [dict(h) for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+
+    def _write_index(self, decisions: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"version": 1, "audit": "..", "decisions": decisions, "history": history},
+                          indent=2)
+        write_text_atomic(self.index_path, text + "\n")
+
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.audit_dir).as_posix()

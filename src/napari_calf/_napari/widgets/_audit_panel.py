@@ -79,11 +79,15 @@ class AuditReviewPanel(QWidget):
                                    self.save_edit)
         self.next_button = _button("Next \u25b8", "Save any edit, then open the next unreviewed "
                                    "issue.", self.next_issue)
+        self.undo_button = _button("Undo last decision", "Take back the latest decision recorded "
+                                   "in this audit: its corrected label returns to what it was "
+                                   "before (the original, for a first correction).", self.undo_last)
         decide = QGroupBox("Decision")
         rows = QVBoxLayout(decide)
         for widgets in ((self.right_button, self.suggest_button),
                         (QLabel("New tumour as"), self.value_combo),
-                        (self.edit_button, self.save_button, self.next_button)):
+                        (self.edit_button, self.save_button, self.next_button),
+                        (self.undo_button,)):
             row = QHBoxLayout()
             for widget in widgets:
                 row.addWidget(widget, 1 if widget in (self.suggest_button, self.value_combo) else 0)
@@ -137,6 +141,9 @@ class AuditReviewPanel(QWidget):
         raise NotImplementedError
 
     def next_issue(self) -> None:
+        raise NotImplementedError
+
+    def undo_last(self) -> None:
         raise NotImplementedError
 
     def open_fine_tune(self) -> None:
@@ -208,7 +215,7 @@ def fill_fine_tune(viewer: Any, folder: Any, dock: tuple[str, str]) -> tuple[str
     form.labels_from.setText(str(corrections))
     if not form.out_dir.text():
         form.out_dir.setText(str(folder.root / "finetune-corrections"))
-    if not any(corrections.glob("*/*.nii*")):
+    if not any(not f.parent.name.startswith(".") for f in corrections.glob("*/*.nii*")):  # not .history/
         return ("Fine-tune filled in, but no corrected label has been saved yet: review some "
                 "issues first (the run would train on the original labels).", False)
     return (f"Fine-tune filled in: labels from {corrections} where corrected; press Start "

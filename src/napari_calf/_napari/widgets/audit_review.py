@@ -45,6 +45,11 @@ def _release(box: list[Any], *_signal_args: object) -> None:
         lock.release()
 
 
+def _undo(store: Any) -> tuple[dict[str, Any] | None, set[str]]:
+    entry = store.undo_last()
+    return entry, store.reviewed_ids()
+
+
 def _decide(store: Any, issue: ReviewIssue, data: CaseData, shown: np.ndarray, decision: str,
             new_value: int, confident: float) -> tuple[dict, np.ndarray | None]:
     """Worker: compute the suggestion if asked, record the decision, return the label to show.
@@ -93,6 +98,7 @@ class AuditReviewWidget(AuditReviewPanel):
         #: why decisions cannot be recorded here ('' when they can): another process (a
         #: second napari, a running `napari-calf audit`) holds the audit folder
         self.read_only = ""
+        self._next_status: str | None = None  # said once the case being opened is shown
         self._audit_lock: list[Any] = [None]  # a box, so a closed dock can drop the lock
         self.destroyed.connect(functools.partial(_release, self._audit_lock))
         self._update_buttons()
@@ -193,7 +199,8 @@ class AuditReviewWidget(AuditReviewPanel):
         self.fill_values(data.convention, data.binary)
         self.viewer.reset_view()  # fit the new case; other layers may have set the zoom
         self._show_issue()
-        self._set_status(f"Opened {data.case_id}" + (" (with earlier corrections)." if data.corrected else "."))
+        note, self._next_status = self._next_status, None
+        self._set_status(note or f"Opened {data.case_id}" + (" (with earlier corrections)." if data.corrected else "."))
 
     def _show_issue(self) -> None:
         issue, data, layer = self.current, self.case, self._annotation()
@@ -297,6 +304,39 @@ class AuditReviewWidget(AuditReviewPanel):
         self._run(_decide, (self.folder.store(), issue, data, snapshot, decision, value,
                             self.folder.confident), done, "Saving\u2026")
 
+    def undo_last(self) -> None:
+        """Take back the latest decision of this audit and show its issue as it is again."""
+        if self.folder is None:
+            return
+        if self.read_only:
+            self._set_status(f"Nothing undone, the audit is open read-only: {self.read_only}")
+            return
+        if self._when_idle(self.undo_last):
+            return
+        if self._dirty():
+            self._set_status("Unsaved painting here: save it (Save edit) or undo the strokes "
+                             "first (Ctrl+Z); this button takes back recorded decisions.")
+            return
+
+        def done(result: tuple[dict[str, Any] | None, set[str]]) -> None:
+            entry, reviewed = result
+            if entry is None:
+                self._set_status("Nothing to undo: no decision recorded here since the "
+                                 "audit's corrections began keeping a history.")
+                return
+            self.reviewed = reviewed
+            self.queue.set_reviewed(self.reviewed)
+            self._update_progress()
+            message = (f"Took back '{entry['decision']}' on {entry['issue_id']}: its label is "
+                       "as it was before.")
+            self._set_status(message)
+            self._next_status = message
+            self.current = None
+            self._close_case()  # reopened from disk, with the label as it is now
+            self.select_issue(entry["issue_id"])
+
+        self._run(_undo, (self.folder.store(),), done, "Undoing\u2026")
+
     # ------------------------------------------------------------------ metrics and state
 
     def _annotation(self) -> Any | None:
@@ -351,6 +391,7 @@ class AuditReviewWidget(AuditReviewPanel):
             button.setEnabled(ready)
         self.save_button.setEnabled(ready and self._painted)
         self.next_button.setEnabled(self.folder is not None and not self.busy)
+        self.undo_button.setEnabled(self.folder is not None and not self.busy and not self.read_only)
         self.open_button.setEnabled(not self.busy)
         self.fine_tune_button.setEnabled(self.folder is not None)
 
