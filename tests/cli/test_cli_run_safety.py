@@ -129,18 +129,25 @@ def test_resume_applies_what_may_change_and_takes_moved_data_saying_so(data, tmp
 # --------------------------------------------------------------------------- one writer
 
 
-def test_a_run_folder_held_by_another_process_is_refused_naming_it(data, tmp_path, capsys) -> None:
-    folder = tmp_path / "busy"
+def _hold(folder: Path, call: str = "lock_folder(sys.argv[1], doing='is busy', fix='wait')") -> subprocess.Popen:
+    """Another process holding ``folder`` (a training, or a running compare or audit) until
+    it is killed; ``call`` is the lock it takes (a function of engine.run_lock)."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time\n"
-         "from napari_calf.engine.run_lock import lock_run_folder\n"
-         "lock = lock_run_folder(sys.argv[1])\n"
+         "from napari_calf.engine.run_lock import lock_folder, lock_run_folder\n"
+         f"lock = {call}\n"
          "print('held', flush=True)\n"
          "time.sleep(120)\n", str(folder)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_run_folder_held_by_another_process_is_refused_naming_it(data, tmp_path, capsys) -> None:
+    folder = tmp_path / "busy"
+    holder = _hold(folder, "lock_run_folder(sys.argv[1])")
     try:
-        assert holder.stdout.readline().strip() == "held"
         code = main(["train", str(data), "--out", str(folder), "--overwrite", "--epochs", "1",
                      "--device", "cpu", "--no-progress"])
         err = capsys.readouterr().err
@@ -155,18 +162,6 @@ def test_a_run_folder_held_by_another_process_is_refused_naming_it(data, tmp_pat
 
 
 
-def _hold(folder: Path) -> subprocess.Popen:
-    """Another process holding ``folder`` (as a running compare or audit does)."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "from napari_calf.engine.run_lock import lock_folder\n"
-         "lock = lock_folder(sys.argv[1], doing='is busy', fix='wait')\n"
-         "print('held', flush=True)\n"
-         "time.sleep(120)\n", str(folder)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 @pytest.mark.parametrize("tool", ["compare", "compare --collect", "audit"])
