@@ -30,6 +30,7 @@ from ...errors import CalfError
 from ..reader import layer_to_canonical
 from ._audit_layers import CaseData, add_case_layers, displayed, find_layer, go_to, load_case, remove_owned, show_region
 from ._audit_panel import AuditReviewPanel, fill_fine_tune
+from ._one_job import OneJobAtATime
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _decide(store: Any, issue: ReviewIssue, data: CaseData, shown: np.ndarray, d
     return entry, None if corrected is None or decision == "edited" else displayed(corrected)
 
 
-class AuditReviewWidget(AuditReviewPanel):
+class AuditReviewWidget(OneJobAtATime, AuditReviewPanel):
     """Annotation review (CALF).
 
     Parameters
@@ -104,11 +105,6 @@ class AuditReviewWidget(AuditReviewPanel):
         self._update_buttons()
 
     # ------------------------------------------------------------------ the audit folder
-
-    @property
-    def busy(self) -> bool:
-        """True while a worker (loading, suggesting, saving) runs."""
-        return self._worker is not None
 
     def open_folder(self, path: str | Path) -> None:
         """Read an audit folder in a worker and fill the queue."""
@@ -406,39 +402,3 @@ class AuditReviewWidget(AuditReviewPanel):
         message, filled = fill_fine_tune(self.viewer, self.folder, FINE_TUNE_WIDGET)
         (show_info if filled else show_warning)(message)
         self._set_status(message)
-
-    # ------------------------------------------------------------------ workers and messages
-
-    def _run(self, function: Callable[..., Any], args: tuple, on_done: Callable[[Any], None], text: str) -> None:
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(function, *args, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda result: self._guarded(on_done, result))
-        worker.errored.connect(self._report_error)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.set_busy(True, text)
-        self._update_buttons()
-        worker.start()
-
-    def _guarded(self, callback: Callable[[Any], None], result: Any) -> None:
-        """Run a worker's result handler; its errors become notifications, never a crash."""
-        try:
-            callback(result)
-        except Exception as exc:  # the GUI must survive any failure in a handler
-            self._report_error(exc)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.set_busy(False)
-        self._update_buttons()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending()
-
-    def _when_idle(self, action: Callable[[], None]) -> bool:
-        """While a worker runs, keep ``action`` (the latest wins) for when it ends; True if kept."""
-        if not self.busy:
-            return False
-        self._pending = action
-        return True
