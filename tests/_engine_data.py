@@ -73,3 +73,43 @@ def write_lps_case(root: Path, case_id: str, seed: int) -> tuple[dict, np.ndarra
         nib.save(nib.Nifti1Image(a[::-1, ::-1].copy(), lps_affine), folder / f"{case_id}_{m}.nii.gz")
     nib.save(nib.Nifti1Image(label[::-1, ::-1].copy(), lps_affine), folder / f"{case_id}_seg.nii.gz")
     return ras, label, lps_affine
+
+
+def write_untrained_run(run: Path, encoder: str = "resnet18") -> Path:
+    """A run folder with an untrained 4-channel U-Net (depth 3) and its run card, as
+    `napari-calf train` leaves one: enough for prediction and loading tests."""
+    import torch
+
+    from napari_calf.config import DataConfig, ModelConfig, RunConfig
+    from napari_calf.engine.checkpoints import save_weights
+    from napari_calf.engine.models import build_model
+    from napari_calf.engine.run_card import model_info, new_card, preprocessing_info, write_run_card
+
+    config = RunConfig(data=DataConfig("unused"), out_dir=str(run),
+                       model=ModelConfig("unet", encoder, encoder_depth=3))
+    torch.manual_seed(0)
+    save_weights(build_model("unet", encoder, 4, encoder_depth=3), run / "model.safetensors")
+    card = new_card(config)
+    card.update(model=model_info(config, 4, 0),
+                preprocessing=preprocessing_info(config, ("t1", "t1ce", "t2", "flair")))
+    write_run_card(run, card)
+    return run
+
+
+def hold_in_another_process(folder: Path, call: str = "lock_folder(sys.argv[1], doing='is busy', fix='wait')"):
+    """A process holding ``folder`` with ``call`` (a lock of engine.run_lock) until it is
+    killed: a training, a running compare or audit, a second napari."""
+    import os
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from napari_calf.engine.run_lock import lock_folder, lock_run_folder\n"
+         f"lock = {call}\n"
+         "print('held', flush=True)\n"
+         "time.sleep(120)\n", str(folder)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder

@@ -8,11 +8,8 @@ and resume from moved data. Tiny models on the CPU.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -34,23 +31,9 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def untrained_run(tmp_path_factory) -> Path:
     """A run folder with an untrained 4-channel network, as `napari-calf train` leaves it."""
-    import torch
+    from _engine_data import write_untrained_run  # tests/_engine_data.py
 
-    from napari_calf.config import DataConfig, ModelConfig, RunConfig
-    from napari_calf.engine.checkpoints import save_weights
-    from napari_calf.engine.models import build_model
-    from napari_calf.engine.run_card import model_info, new_card, preprocessing_info, write_run_card
-
-    run = tmp_path_factory.mktemp("untrained")
-    config = RunConfig(data=DataConfig("unused"), out_dir=str(run),
-                       model=ModelConfig("unet", "resnet18", encoder_depth=3))
-    torch.manual_seed(0)
-    save_weights(build_model("unet", "resnet18", 4, encoder_depth=3), run / "model.safetensors")
-    card = new_card(config)
-    card.update(model=model_info(config, 4, 0),
-                preprocessing=preprocessing_info(config, ("t1", "t1ce", "t2", "flair")))
-    write_run_card(run, card)
-    return run
+    return write_untrained_run(tmp_path_factory.mktemp("untrained"))
 
 
 def test_predict_refuses_files_it_cannot_match_by_name_unless_told_the_order(
@@ -129,19 +112,10 @@ def test_resume_applies_what_may_change_and_takes_moved_data_saying_so(data, tmp
 # --------------------------------------------------------------------------- one writer
 
 
-def _hold(folder: Path, call: str = "lock_folder(sys.argv[1], doing='is busy', fix='wait')") -> subprocess.Popen:
-    """Another process holding ``folder`` (a training, or a running compare or audit) until
-    it is killed; ``call`` is the lock it takes (a function of engine.run_lock)."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "from napari_calf.engine.run_lock import lock_folder, lock_run_folder\n"
-         f"lock = {call}\n"
-         "print('held', flush=True)\n"
-         "time.sleep(120)\n", str(folder)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert holder.stdout.readline().strip() == "held"
-    return holder
+def _hold(folder: Path, call: str = "lock_folder(sys.argv[1], doing='is busy', fix='wait')"):
+    from _engine_data import hold_in_another_process  # tests/_engine_data.py
+
+    return hold_in_another_process(folder, call)
 
 
 def test_a_run_folder_held_by_another_process_is_refused_naming_it(data, tmp_path, capsys) -> None:

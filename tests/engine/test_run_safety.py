@@ -340,22 +340,9 @@ def test_a_tampered_resume_state_is_refused_naming_file_and_field(stopped, tmp_p
 @pytest.fixture(scope="module")
 def model_run(tmp_path_factory) -> Path:
     """A run folder holding an untrained network (prediction only)."""
-    import torch
+    from _engine_data import write_untrained_run  # tests/_engine_data.py
 
-    from napari_calf.engine.checkpoints import save_weights
-    from napari_calf.engine.models import build_model
-    from napari_calf.engine.run_card import model_info, new_card, preprocessing_info, write_run_card
-
-    run = tmp_path_factory.mktemp("model-run")
-    config = RunConfig(data=DataConfig("unused"), out_dir=str(run),
-                       model=ModelConfig("unet", "tu-resnet10t", encoder_depth=3))
-    torch.manual_seed(0)
-    save_weights(build_model("unet", "tu-resnet10t", 4, encoder_depth=3), run / "model.safetensors")
-    card = new_card(config)
-    card.update(model=model_info(config, 4, 0),
-                preprocessing=preprocessing_info(config, ("t1", "t1ce", "t2", "flair")))
-    write_run_card(run, card)
-    return run
+    return write_untrained_run(tmp_path_factory.mktemp("model-run"), "tu-resnet10t")
 
 
 @pytest.mark.parametrize("damage", ["nan", "int8"])

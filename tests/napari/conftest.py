@@ -19,24 +19,25 @@ if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     )
 
 
+def _phantom(factory: pytest.TempPathFactory, name: str, n_cases: int, skew: str) -> Path:
+    """Phantom cases written once per session (seed 0, BraTS-2021 layout) under ``name``."""
+    out = factory.getbasetemp() / name
+    if not (out / "dataset.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        drain(phantom.write_dataset(out, n_cases, seed=0, skew=skew))
+    return out
+
+
 @pytest.fixture(scope="session")
 def phantom3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three right-skewed phantom cases (BraTS-2021 layout) for the training-widget tests."""
-    out = tmp_path_factory.getbasetemp() / "calf-phantom3"
-    if not (out / "dataset.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        drain(phantom.write_dataset(out, 3, seed=0, skew="right"))
-    return out
+    return _phantom(tmp_path_factory, "calf-phantom3", 3, "right")
 
 
 @pytest.fixture(scope="session")
 def phantom6(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six right-skewed phantom cases on disk (BraTS-2021 layout): the analysis tests' data."""
-    out = tmp_path_factory.getbasetemp() / "calf-phantom6"
-    if not (out / "dataset.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        drain(phantom.write_dataset(out, 6, seed=0, skew="right"))
-    return out
+    return _phantom(tmp_path_factory, "calf-phantom6", 6, "right")
 
 
 @pytest.fixture(scope="session")
@@ -47,11 +48,7 @@ def review_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     a few seconds on CPU really segment the tumour, so the review shows what a reviewer
     would see: mostly true positives, with false positives/negatives at the edges.
     """
-    out = tmp_path_factory.getbasetemp() / "calf-review-phantom4"
-    if not (out / "dataset.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        drain(phantom.write_dataset(out, 4, seed=0, skew="symmetric"))
-    return out
+    return _phantom(tmp_path_factory, "calf-review-phantom4", 4, "symmetric")
 
 
 @pytest.fixture(scope="session")

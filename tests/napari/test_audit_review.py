@@ -259,22 +259,13 @@ def test_an_audit_open_elsewhere_opens_read_only_and_records_nothing(
 ) -> None:
     """A second napari (or a running `napari-calf audit`) holds the folder: decisions made
     in two places would overwrite each other's, so this dock only shows the issues."""
-    import os
     import signal
-    import subprocess
-    import sys
+
+    from _engine_data import hold_in_another_process  # tests/_engine_data.py
 
     audit = fresh_audit
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "from napari_calf.engine.run_lock import lock_folder\n"
-         "lock = lock_folder(sys.argv[1], doing='has this audit open', fix='close it')\n"
-         "print('held', flush=True)\n"
-         "time.sleep(120)\n", str(audit["root"])],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    holder = hold_in_another_process(audit["root"])
     try:
-        assert holder.stdout.readline().strip() == "held"
         viewer, widget = _open(make_napari_viewer, qtbot, audit)
         assert "read-only" in widget.status.text() and f"pid {holder.pid}" in widget.status.text()
         assert len(widget.queue.shown()) == len(audit["issues"])  # the issues are there to look at
