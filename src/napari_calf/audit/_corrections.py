@@ -97,8 +97,13 @@ class CorrectionStore:
         CalfInputError
             ``corrections.json`` exists but is not a version-1 corrections file.
         """
+        return self._read_index()[0]
+
+    def _read_index(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``(decisions, history)`` of ``corrections.json`` (both empty before the first
+        decision; no history in files written before undo existed)."""
         if not self.index_path.is_file():
-            return []
+            return [], []
         try:
             data = json.loads(self.index_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -109,7 +114,9 @@ class CorrectionStore:
                 data.get("decisions"), list):
             raise CalfInputError(self.index_path, "is not a version-1 corrections file.",
                                  "move it away; napari-calf writes a new one on the next decision.")
-        return [dict(d) for d in data["decisions"] if isinstance(d, dict)]
+        history = data.get("history")
+        return ([dict(d) for d in data["decisions"] if isinstance(d, dict)],
+                [dict(h) for h in history if isinstance(h, dict)] if isinstance(history, list) else [])
 
     def reviewed_ids(self) -> set[str]:
         """Ids of the issues that carry a decision."""
@@ -202,7 +209,7 @@ class CorrectionStore:
                                      f"({original.data.shape}, integer).",
                                      "pass an integer array on the label's canonical grid.")
             changed = int(np.count_nonzero(corrected != current.data))
-        history = self._history()
+        decisions, history = self._read_index()
         step: dict[str, Any] = {"issue_id": str(issue_id), "wrote": None, "previous": None,
                                 "kept_as": None, "replaced": None}
         if changed:
@@ -225,7 +232,6 @@ class CorrectionStore:
             "corrected_file": None if existing is None else existing.relative_to(self.audit_dir).as_posix(),
             "new_label_value": None if new_label_value is None else int(new_label_value),
         }
-        decisions = self.decisions()
         step["replaced"] = next((d for d in decisions if d.get("issue_id") == entry["issue_id"]), None)
         kept = [d for d in decisions if d.get("issue_id") != entry["issue_id"]]
         self._write_index([*kept, entry], [*history, step])
@@ -235,7 +241,7 @@ class CorrectionStore:
 
     def can_undo(self) -> bool:
         """Whether a decision recorded here can be taken back (see :meth:`undo_last`)."""
-        return bool(self._history())
+        return bool(self._read_index()[1])
 
     def undo_last(self) -> dict[str, Any] | None:
         """Take back the latest decision: its corrected label file is put back as it was
@@ -243,11 +249,10 @@ class CorrectionStore:
         same issue, if any, is restored. Returns the decision taken back, or None when
         there is none to undo (decisions recorded before undo existed cannot be).
         """
-        history = self._history()
+        decisions, history = self._read_index()
         if not history:
             return None
         step = history[-1]
-        decisions = self.decisions()
         undone = next((d for d in decisions if d.get("issue_id") == step.get("issue_id")), None)
         wrote = self.audit_dir / step["wrote"] if step.get("wrote") else None
         if wrote is not None:
@@ -266,16 +271,6 @@ class CorrectionStore:
         if step.get("kept_as"):
             (self.audit_dir / step["kept_as"]).unlink(missing_ok=True)
         return undone
-
-    def _history(self) -> list[dict[str, Any]]:
-        if not self.index_path.is_file():
-            return []
-        try:
-            data = json.loads(self.index_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return []  # decisions() names the problem
-        history = data.get("history") if isinstance(data, dict) else None
-        return [dict(h) for h in history if isinstance(h, dict)] if isinstance(history, list) else []
 
     def _write_index(self, decisions: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
